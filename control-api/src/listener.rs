@@ -1,0 +1,113 @@
+//! Listener: where the proxy accepts connections and what it does with them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Errors;
+use crate::proto;
+use crate::util;
+
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Http,
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    pub direction: Direction,
+    pub protocol: Protocol,
+    /// HTTP routing (set for `Http` and `Auto`).
+    pub route_table: Option<Arc<str>>,
+    /// Opaque TCP destination (set for `Tcp` and `Auto`).
+    pub cluster: Option<Arc<str>>,
+    pub detect_timeout: Duration,
+}
+
+pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Listener> {
+    let name_ok = errs.check("name", util::name(&l.name)).is_some();
+    let address = errs.check("address", util::socket_addr(&l.address));
+    let direction = match proto::Direction::try_from(l.direction) {
+        Ok(proto::Direction::Inbound) => Some(Direction::Inbound),
+        Ok(proto::Direction::Outbound | proto::Direction::Unspecified) => Some(Direction::Outbound),
+        Err(_) => {
+            errs.push("direction", format!("unknown value {}", l.direction));
+            None
+        }
+    };
+    let protocol = match proto::ListenerProtocol::try_from(l.protocol) {
+        Ok(proto::ListenerProtocol::Tcp) => Some(Protocol::Tcp),
+        Ok(proto::ListenerProtocol::Http) => Some(Protocol::Http),
+        Ok(proto::ListenerProtocol::Auto) => Some(Protocol::Auto),
+        Ok(proto::ListenerProtocol::Unspecified) => {
+            errs.push("protocol", "required: one of TCP, HTTP, AUTO");
+            None
+        }
+        Err(_) => {
+            errs.push("protocol", format!("unknown value {}", l.protocol));
+            None
+        }
+    };
+    let detect_timeout = errs.check(
+        "detectTimeout",
+        util::duration(l.detect_timeout.as_ref(), DEFAULT_DETECT_TIMEOUT),
+    );
+    let route_table = (!l.route_table.is_empty()).then(|| Arc::<str>::from(l.route_table.as_str()));
+    let cluster = (!l.cluster.is_empty()).then(|| Arc::<str>::from(l.cluster.as_str()));
+    if let Some(p) = protocol {
+        if matches!(p, Protocol::Http | Protocol::Auto) && route_table.is_none() {
+            errs.push("routeTable", "required for HTTP and AUTO listeners");
+        }
+        if matches!(p, Protocol::Tcp | Protocol::Auto) && cluster.is_none() {
+            errs.push("cluster", "required for TCP and AUTO listeners");
+        }
+        if p == Protocol::Tcp && route_table.is_some() {
+            errs.push("routeTable", "not used by a TCP listener; remove it");
+        }
+        if p == Protocol::Http && cluster.is_some() {
+            errs.push(
+                "cluster",
+                "not used by an HTTP listener (routes pick clusters); remove it",
+            );
+        }
+    }
+    if let Some(d) = detect_timeout {
+        if d.is_zero() && l.detect_timeout.is_some() {
+            errs.push("detectTimeout", "must be greater than zero");
+        }
+    }
+    Some(Listener {
+        name: if name_ok {
+            l.name.as_str().into()
+        } else {
+            return None;
+        },
+        address: address?,
+        direction: direction?,
+        protocol: protocol?,
+        route_table,
+        cluster,
+        detect_timeout: detect_timeout?,
+    })
+}

@@ -1,0 +1,1 @@
+//! Remora policy layers.

@@ -25,7 +25,7 @@ pub struct RouteTable {
 pub struct VirtualHost {
     pub name: Arc<str>,
     pub domains: Vec<DomainMatch>,
-    pub routes: Vec<Route>,
+    pub routes: Vec<Arc<Route>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,8 +42,9 @@ pub struct Route {
     pub name: Arc<str>,
     pub matcher: RouteMatch,
     pub action: RouteAction,
-    pub request_headers: HeaderRewrite,
-    pub response_headers: HeaderRewrite,
+    /// `None` when the route rewrites nothing.
+    pub request_headers: Option<Arc<HeaderRewrite>>,
+    pub response_headers: Option<Arc<HeaderRewrite>>,
     pub timeout: Option<Duration>,
 }
 
@@ -173,7 +174,7 @@ pub(crate) fn validate(t: &proto::RouteTable, errs: &mut Errors<'_>) -> Option<R
                 );
             }
             if let Some(r) = route(r, &rat, errs) {
-                routes.push(r);
+                routes.push(Arc::new(r));
             }
         }
         vhosts.push(VirtualHost {
@@ -256,10 +257,14 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         name,
         matcher: matcher?,
         action: action?,
-        request_headers: request_headers?,
-        response_headers: response_headers?,
+        request_headers: non_empty(request_headers?),
+        response_headers: non_empty(response_headers?),
         timeout: timeout?,
     })
+}
+
+fn non_empty(r: HeaderRewrite) -> Option<Arc<HeaderRewrite>> {
+    (!r.is_empty()).then(|| Arc::new(r))
 }
 
 fn regex(pattern: &str) -> Result<Regex, String> {

@@ -86,7 +86,7 @@ pub enum ValueMatch {
 #[derive(Debug, Clone)]
 pub enum RouteAction {
     Forward(Vec<WeightedCluster>),
-    Direct(DirectResponse),
+    Direct(Arc<DirectResponse>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,11 +480,11 @@ fn direct(d: &proto::DirectResponse, at: &str, errs: &mut Errors<'_>) -> Option<
         return None;
     }
     let headers = header_values(&d.headers, &format!("{at}.headers"), errs)?;
-    Some(RouteAction::Direct(DirectResponse {
+    Some(RouteAction::Direct(Arc::new(DirectResponse {
         status: status?,
         body: bytes::Bytes::from(d.body.clone()),
         headers,
-    }))
+    })))
 }
 
 fn header_values(

@@ -1,51 +1,33 @@
-//! Weighted choice among a route's clusters (traffic splits such as a 90/10 canary).
+//! Weighted choice among a route's clusters (traffic splits such as a 90/10 canary). Splits
+//! are short lists, so a draw is a sum and a linear scan, with no allocation.
 
 use std::sync::Arc;
 
 use remora_control_api::route::WeightedCluster;
 
-/// A compiled split: cumulative weights for one random draw and a binary search.
-#[derive(Debug, Clone)]
-pub struct Split {
-    names: Vec<Arc<str>>,
-    cumulative: Vec<u64>,
+/// Picks a cluster with probability proportional to its weight; `None` when all weights are
+/// zero (validation rejects that).
+pub fn pick(clusters: &[WeightedCluster]) -> Option<&Arc<str>> {
+    match clusters {
+        [only] => Some(&only.name),
+        _ => pick_with(clusters, |total| fastrand::u64(..total)),
+    }
 }
 
-impl Split {
-    /// Validation guarantees a non-empty list with a positive total.
-    pub fn new(clusters: &[WeightedCluster]) -> Self {
-        let mut total = 0u64;
-        let mut names = Vec::with_capacity(clusters.len());
-        let mut cumulative = Vec::with_capacity(clusters.len());
-        for c in clusters {
-            total += u64::from(c.weight);
-            names.push(c.name.clone());
-            cumulative.push(total);
+fn pick_with(clusters: &[WeightedCluster], draw: impl FnOnce(u64) -> u64) -> Option<&Arc<str>> {
+    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut x = draw(total);
+    for c in clusters {
+        let w = u64::from(c.weight);
+        if x < w {
+            return Some(&c.name);
         }
-        Self { names, cumulative }
+        x -= w;
     }
-
-    /// Picks a cluster with probability proportional to its weight.
-    pub fn pick(&self) -> Option<&Arc<str>> {
-        self.pick_with(|total| fastrand::u64(..total))
-    }
-
-    fn pick_with(&self, draw: impl FnOnce(u64) -> u64) -> Option<&Arc<str>> {
-        if self.names.len() == 1 {
-            return self.names.first();
-        }
-        let total = *self.cumulative.last()?;
-        if total == 0 {
-            return None;
-        }
-        let x = draw(total);
-        let i = self.cumulative.partition_point(|&c| c <= x);
-        self.names.get(i)
-    }
-
-    pub fn clusters(&self) -> &[Arc<str>] {
-        &self.names
-    }
+    None
 }
 
 #[cfg(test)]
@@ -61,18 +43,25 @@ mod tests {
 
     #[test]
     fn boundaries_follow_weights() {
-        let s = Split::new(&[wc("a", 90), wc("zero", 0), wc("b", 10)]);
-        assert_eq!(s.pick_with(|_| 0).map(|n| &**n), Some("a"));
-        assert_eq!(s.pick_with(|_| 89).map(|n| &**n), Some("a"));
-        assert_eq!(s.pick_with(|_| 90).map(|n| &**n), Some("b"));
-        assert_eq!(s.pick_with(|_| 99).map(|n| &**n), Some("b"));
+        let s = [wc("a", 90), wc("zero", 0), wc("b", 10)];
+        let at = |x: u64| pick_with(&s, |_| x).map(|n| n.to_string());
+        assert_eq!(at(0).as_deref(), Some("a"));
+        assert_eq!(at(89).as_deref(), Some("a"));
+        assert_eq!(at(90).as_deref(), Some("b"));
+        assert_eq!(at(99).as_deref(), Some("b"));
+        assert_eq!(
+            pick(&[wc("a", 0)]).map(|n| &**n),
+            Some("a"),
+            "a single cluster needs no draw"
+        );
+        assert_eq!(pick(&[wc("a", 0), wc("b", 0)]), None);
     }
 
     #[test]
     fn distribution_is_roughly_proportional() {
-        let s = Split::new(&[wc("a", 3), wc("b", 1)]);
+        let s = [wc("a", 3), wc("b", 1)];
         let a = (0..40_000)
-            .filter(|_| s.pick().map(|n| &**n) == Some("a"))
+            .filter(|_| pick(&s).map(|n| &**n) == Some("a"))
             .count();
         assert!((28_000..32_000).contains(&a), "{a}");
     }

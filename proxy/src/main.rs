@@ -1,1 +1,70 @@
-fn main() {}
+//! `remora`: parse arguments, initialise logging, run (or validate a file).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use remora_proxy::cli::{Args, Command};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    remora_proxy::logging::init(args.log_format);
+    let Some(config) = args.config.clone() else {
+        eprintln!("error: --config FILE is required (or set REMORA_CONFIG)");
+        return ExitCode::from(2);
+    };
+    if let Some(Command::Validate) = args.command {
+        return validate(&config);
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(remora_proxy::app::run(&config, args.admin)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let proto = match remora_control_api::load::from_yaml(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match remora_control_api::validate(&proto) {
+        Ok(c) => {
+            println!(
+                "{}: valid ({} listeners, {} route tables, {} clusters)",
+                path.display(),
+                c.listeners.len(),
+                c.route_tables.len(),
+                c.clusters.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}

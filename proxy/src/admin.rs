@@ -1,0 +1,125 @@
+//! The admin HTTP server: `/live`, `/ready`, `/metrics` (Prometheus text), `/config` (the
+//! running configuration as canonical JSON with version and load time) and `/listeners`
+//! (bound addresses, resolving port 0).
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Proxy;
+
+/// Serves the admin endpoints on an already bound socket until `stop`.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(route(&req, &proxy)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" => {
+            if proxy.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no configuration applied yet\n",
+                )
+            }
+        }
+        "/metrics" => {
+            let mut rsp = Response::new(Full::new(Bytes::from(proxy.metrics.encode())));
+            rsp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            rsp
+        }
+        "/config" => {
+            let snap = proxy.snapshot.load();
+            let loaded = snap
+                .loaded_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            json(&serde_json::json!({
+                "version": snap.version,
+                "loadedAt": loaded,
+                "config": remora_control_api::load::to_json(&snap.source),
+            }))
+        }
+        "/listeners" => {
+            let bound = proxy
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .bound();
+            let map: serde_json::Map<String, serde_json::Value> = bound
+                .into_iter()
+                .map(|(n, a)| (n.to_string(), a.to_string().into()))
+                .collect();
+            json(&serde_json::Value::Object(map))
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /live /ready /metrics /config /listeners\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    rsp
+}

@@ -1,0 +1,76 @@
+//! Applying a configuration: parse → validate → compile → bind → one snapshot swap. A bad
+//! update is rejected whole with an error naming resource and field; the running snapshot
+//! stays. Callers serialise applies (one config task).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use remora_control_api::load::{self, LoadError};
+use remora_control_api::{InvalidConfig, proto, validate};
+
+use crate::listeners::BindError;
+use crate::metrics::ResultLabels;
+use crate::snapshot::Snapshot;
+use crate::state::Proxy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidConfig),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// Parses and applies a YAML/JSON document. Returns the applied version.
+pub fn apply_text(proxy: &Arc<Proxy>, text: &str) -> Result<String, ApplyError> {
+    let result = load::from_yaml(text)
+        .map_err(ApplyError::from)
+        .and_then(|c| apply(proxy, c));
+    let label = if result.is_ok() { "success" } else { "failure" };
+    proxy
+        .metrics
+        .config_reloads
+        .get_or_create(&ResultLabels { result: label })
+        .inc();
+    result
+}
+
+/// Validates, compiles and swaps in a configuration.
+pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyError> {
+    let config = validate(&source)?;
+    let version = if config.version.is_empty() {
+        let canonical = serde_json::to_vec(&source).unwrap_or_default();
+        format!("{:016x}", remora_filters::hash::hash64(&canonical))
+    } else {
+        config.version.clone()
+    };
+    let current_admin = proxy.snapshot.load().admin;
+    let (snapshot, staged) = Snapshot::compile(
+        config,
+        source,
+        version.clone(),
+        &proxy.registry,
+        &proxy.metrics,
+    );
+    if proxy.ready.load(Ordering::Acquire) && snapshot.admin != current_admin {
+        tracing::warn!(running = %current_admin, configured = %snapshot.admin, "admin address changes take effect on restart");
+    }
+    let mut listeners = proxy
+        .listeners
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let plan = listeners.prepare(&snapshot)?;
+    proxy.snapshot.store(Arc::new(snapshot));
+    proxy.registry.commit(staged);
+    listeners.commit(plan, proxy);
+    drop(listeners);
+    proxy.ready.store(true, Ordering::Release);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    proxy.metrics.config_last_success.set(now);
+    Ok(version)
+}

@@ -1,0 +1,49 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "remora",
+    version,
+    about = "Remora: a sidecar data-plane proxy for service meshes"
+)]
+pub struct Args {
+    /// Configuration file (YAML or JSON); watched and hot-reloaded.
+    #[arg(long, short = 'c', env = "REMORA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Admin server address; overrides `admin.address` in the file.
+    #[arg(long, env = "REMORA_ADMIN")]
+    pub admin: Option<SocketAddr>,
+
+    /// Log format; the level comes from RUST_LOG (default "info").
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "REMORA_LOG_FORMAT",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "REMORA_THREADS")]
+    pub threads: Option<usize>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check a configuration file: exit 0 if valid, else print every error and exit 1.
+    Validate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

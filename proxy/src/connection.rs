@@ -1,0 +1,87 @@
+//! One accepted downstream connection: count it, detect its protocol (per the listener), and
+//! hand it to the HTTP server or the TCP relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use remora_control_api::listener::Protocol;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::detect::{Detected, detect};
+use crate::http::proxy::ConnInfo;
+use crate::http::server::{self, HttpVersion};
+use crate::io::PrefixedIo;
+use crate::metrics::ListenerLabels;
+use crate::state::Proxy;
+
+/// How long an HTTP listener waits for the first request bytes.
+const HTTP_FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: Arc<str>,
+    mut stream: TcpStream,
+    client: SocketAddr,
+    drain: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let snapshot = proxy.snapshot.load_full();
+    let Some(target) = snapshot.listeners.get(&listener).cloned() else {
+        return;
+    };
+    let drain_timeout = snapshot.drain_timeout;
+    drop(snapshot);
+    let labels = ListenerLabels {
+        direction: target.listener.direction.as_str(),
+        listener: target.label.clone(),
+    };
+    proxy
+        .metrics
+        .downstream_connections
+        .get_or_create(&labels)
+        .inc();
+    let active = proxy
+        .metrics
+        .downstream_active
+        .get_or_create(&labels)
+        .clone();
+    active.inc();
+
+    let mut buf = BytesMut::new();
+    let detected = match target.listener.protocol {
+        Protocol::Tcp => Ok(Detected::Opaque),
+        Protocol::Auto => detect(&mut stream, &mut buf, Some(target.listener.detect_timeout)).await,
+        Protocol::Http => tokio::time::timeout(
+            HTTP_FIRST_BYTES_TIMEOUT,
+            detect(&mut stream, &mut buf, None),
+        )
+        .await
+        .unwrap_or(Ok(Detected::Closed)),
+    };
+    let io = PrefixedIo::new(buf, stream);
+    let conn = Arc::new(ConnInfo {
+        listener: listener.clone(),
+        client,
+    });
+    match detected {
+        Ok(Detected::Http1) => {
+            server::serve(io, HttpVersion::Http1, proxy.clone(), conn, drain).await
+        }
+        Ok(Detected::Http2) => {
+            server::serve(io, HttpVersion::Http2, proxy.clone(), conn, drain).await
+        }
+        Ok(Detected::Opaque) => match target.cluster.clone() {
+            Some(cluster) => {
+                let bytes = proxy.metrics.tcp_bytes.get_or_create(&labels).clone();
+                crate::tcp::relay(io, cluster, client, bytes, drain, drain_timeout).await;
+            }
+            None => tracing::debug!(%listener, "non-HTTP bytes on an HTTP-only listener; closing"),
+        },
+        Ok(Detected::Closed) => {}
+        Err(e) => tracing::debug!(error = %e, "connection failed during protocol detection"),
+    }
+    active.dec();
+}

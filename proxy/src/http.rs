@@ -1,0 +1,8 @@
+//! HTTP proxying: serving downstream connections, routing each request, and forwarding it.
+
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod proxy;
+pub mod server;

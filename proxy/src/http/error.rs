@@ -1,0 +1,69 @@
+//! Errors the proxy answers itself, and the one place that maps them to responses: a status,
+//! an `x-remora-error` reason a client or operator can act on, and a short text body.
+
+use http::{HeaderValue, Response, StatusCode};
+use remora_filters::router::NoRoute;
+use remora_filters::timeout::RouteTimeout;
+
+use crate::http::body::ProxyBody;
+use crate::upstream::pool::ConnectError;
+
+pub const ERROR_HEADER: &str = "x-remora-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    NoRoute(#[from] NoRoute),
+    #[error("cluster {0:?} has no endpoints")]
+    NoHealthyEndpoints(std::sync::Arc<str>),
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    #[error("upstream reset the request: {0}")]
+    UpstreamReset(hyper::Error),
+    #[error(transparent)]
+    Timeout(#[from] RouteTimeout),
+    #[error("listener {0:?} was removed; retry on a new connection")]
+    ListenerGone(std::sync::Arc<str>),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// The `x-remora-error` reason; also the `error` label of `remora_proxy_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute(_) => "no-route",
+            ProxyError::NoHealthyEndpoints(_) => "no-healthy-endpoints",
+            ProxyError::Connect(ConnectError::Timeout(..)) => "connect-timeout",
+            ProxyError::Connect(_) => "connect-failure",
+            ProxyError::UpstreamReset(_) => "upstream-reset",
+            ProxyError::Timeout(_) => "request-timeout",
+            ProxyError::ListenerGone(_) => "listener-draining",
+            ProxyError::BadRequest(_) => "bad-request",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoHealthyEndpoints(_)
+            | ProxyError::Connect(_)
+            | ProxyError::ListenerGone(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut rsp = Response::new(ProxyBody::full(format!("{}: {self}\n", self.reason())));
+        *rsp.status_mut() = self.status();
+        let h = rsp.headers_mut();
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        rsp
+    }
+}

@@ -1,0 +1,193 @@
+//! The innermost service of a route: send the request to an endpoint of a cluster (picked by
+//! the cluster's balancer, over a pooled connection), or answer with the route's direct
+//! response. HTTP/1.1 upgrades (WebSocket) are relayed as raw bytes once both sides agree.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper_util::rt::TokioIo;
+use remora_control_api::cluster::{HashKey, UpstreamProtocol};
+use remora_control_api::route::DirectResponse;
+use remora_filters::balance::PickContext;
+use remora_filters::hash::hash64;
+
+use crate::http::body::ProxyBody;
+use crate::http::error::ProxyError;
+use crate::http::headers;
+use crate::snapshot::ClusterTarget;
+use crate::upstream::EndpointState;
+use crate::upstream::pool::ConnectParams;
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+/// What a matched route does once its layers have run.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Forward(Forward),
+    Direct(Arc<DirectResponse>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub cluster: Arc<ClusterTarget>,
+    pub client: SocketAddr,
+}
+
+impl tower::Service<Request<ProxyBody>> for Target {
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> BoxFuture {
+        match self {
+            Target::Forward(f) => Box::pin(forward(f.cluster.clone(), f.client, req)),
+            Target::Direct(d) => {
+                let rsp = direct_response(d);
+                Box::pin(async move { Ok(rsp) })
+            }
+        }
+    }
+}
+
+fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
+    let mut rsp = Response::new(ProxyBody::full(d.body.clone()));
+    *rsp.status_mut() = d.status;
+    let h = rsp.headers_mut();
+    for (k, v) in &d.headers {
+        h.append(k.clone(), v.clone());
+    }
+    if !d.body.is_empty() && !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    rsp
+}
+
+/// Ends the endpoint's in-flight count and records latency when dropped, whatever happened.
+struct InFlight {
+    endpoint: Arc<EndpointState>,
+    start: Instant,
+}
+
+impl InFlight {
+    fn new(endpoint: Arc<EndpointState>) -> Self {
+        endpoint.load.start();
+        Self {
+            endpoint,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        self.endpoint
+            .load
+            .finish(now.duration_since(self.start), now);
+    }
+}
+
+fn pick_context(
+    cluster: &ClusterTarget,
+    req: &Request<ProxyBody>,
+    client: SocketAddr,
+) -> PickContext {
+    let hash = cluster.hash_key.as_ref().map(|key| {
+        let header = match key {
+            HashKey::Header(name) => req.headers().get(name),
+            HashKey::SourceIp => None,
+        };
+        match header {
+            Some(v) => hash64(v.as_bytes()),
+            None => match client.ip() {
+                std::net::IpAddr::V4(ip) => hash64(&ip.octets()),
+                std::net::IpAddr::V6(ip) => hash64(&ip.octets()),
+            },
+        }
+    });
+    PickContext { hash }
+}
+
+async fn forward(
+    cluster: Arc<ClusterTarget>,
+    client: SocketAddr,
+    mut req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let downstream = req.version();
+    let upgrade = headers::is_upgrade(&req);
+    let version = match (cluster.cluster.protocol, upgrade) {
+        (_, true) | (UpstreamProtocol::Http1, _) => Version::HTTP_11,
+        (UpstreamProtocol::Http2, _) => Version::HTTP_2,
+        (UpstreamProtocol::SameAsDownstream, _) if downstream == Version::HTTP_2 => Version::HTTP_2,
+        (UpstreamProtocol::SameAsDownstream, _) => Version::HTTP_11,
+    };
+    if upgrade && cluster.cluster.protocol == UpstreamProtocol::Http2 {
+        return Err(ProxyError::BadRequest(
+            "upgrade requests need an HTTP/1.1 upstream",
+        ));
+    }
+    let idx = cluster
+        .balancer
+        .pick(&cluster.endpoints, pick_context(&cluster, &req, client))
+        .ok_or_else(|| ProxyError::NoHealthyEndpoints(cluster.cluster.name.clone()))?;
+    let endpoint = cluster.endpoints[idx].clone();
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    headers::prepare_request(&mut req, version, upgrade)?;
+
+    let c = &cluster.cluster;
+    let params = ConnectParams {
+        connect_timeout: c.connect_timeout,
+        idle_timeout: c.idle_timeout,
+        max_idle: c.max_idle_per_endpoint as usize,
+        metrics: &cluster.metrics,
+    };
+    let in_flight = InFlight::new(endpoint.clone());
+    let result = if version == Version::HTTP_2 {
+        let mut sender = endpoint.pool.http2(params).await?;
+        sender.send_request(req).await
+    } else {
+        let mut sender = endpoint.pool.http1(params).await?;
+        let r = sender.send_request(req).await;
+        if r.is_ok() && !upgrade {
+            endpoint.pool.release(sender, params.max_idle);
+        }
+        r
+    };
+    drop(in_flight);
+    let mut rsp = result
+        .map_err(ProxyError::UpstreamReset)?
+        .map(ProxyBody::from);
+    if let Some(down) = downstream_upgrade {
+        if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let up = hyper::upgrade::on(&mut rsp);
+            tokio::spawn(relay_upgraded(down, up));
+        }
+    }
+    headers::prepare_response(&mut rsp, downstream);
+    Ok(rsp)
+}
+
+async fn relay_upgraded(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(down, up) {
+        Ok((down, up)) => {
+            let mut down = TokioIo::new(down);
+            let mut up = TokioIo::new(up);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+    }
+}

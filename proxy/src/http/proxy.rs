@@ -1,0 +1,129 @@
+//! The per-request path: load the snapshot once, route, compose the route's layers, forward,
+//! and record metrics.
+//!
+//! Layer order (outermost first) — the lifecycle of a routed request:
+//! 1. header rewrite (request headers on the way in, response headers on the way out)
+//! 2. route timeout (504 `request-timeout` if response headers do not arrive in time)
+//! 3. target: forward to a cluster endpoint (balancer + pool), or the direct response
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use remora_control_api::route::RouteAction;
+use remora_filters::rewrite::{RewriteLayer, RewriteParams};
+use remora_filters::router::RequestInfo;
+use remora_filters::timeout::TimeoutLayer;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::http::body::ProxyBody;
+use crate::http::error::ProxyError;
+use crate::http::forward::{Forward, Target};
+use crate::http::headers;
+use crate::metrics::{ErrorLabels, Name, RequestLabels};
+use crate::state::Proxy;
+
+static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+
+/// What a downstream connection knows about itself.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+}
+
+/// Handles one request; never fails (errors become responses).
+pub async fn handle(
+    req: Request<Incoming>,
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let snapshot = proxy.snapshot.load_full();
+    let mut req = req.map(ProxyBody::from);
+    headers::ensure_request_id(req.headers_mut());
+    let none = Name(EMPTY.clone());
+    let (direction, listener_label) = match snapshot.listeners.get(&conn.listener) {
+        Some(l) => (l.listener.direction.as_str(), l.label.clone()),
+        None => ("unknown", Name(conn.listener.clone())),
+    };
+    let mut route_label = none.clone();
+    let mut cluster_label = none;
+
+    let result = async {
+        let listener = snapshot
+            .listeners
+            .get(&conn.listener)
+            .ok_or_else(|| ProxyError::ListenerGone(conn.listener.clone()))?;
+        let router = listener
+            .router
+            .as_ref()
+            .ok_or(ProxyError::BadRequest("listener has no routes"))?;
+        let (path, query) = (req.uri().path(), req.uri().query());
+        let info = RequestInfo {
+            authority: headers::authority(&req).unwrap_or(""),
+            method: req.method(),
+            path,
+            query,
+            headers: req.headers(),
+        };
+        let (_vhost, route) = router.route(&info)?;
+        route_label = Name(route.name.clone());
+        let target = match &route.action {
+            RouteAction::Direct(d) => Target::Direct(d.clone()),
+            RouteAction::Forward(split) => {
+                let name = remora_filters::split::pick(split)
+                    .ok_or_else(|| ProxyError::NoHealthyEndpoints(route.name.clone()))?;
+                let cluster = snapshot
+                    .clusters
+                    .get(name)
+                    .ok_or_else(|| ProxyError::NoHealthyEndpoints(name.clone()))?;
+                cluster_label = cluster.label.clone();
+                Target::Forward(Forward {
+                    cluster: cluster.clone(),
+                    client: conn.client,
+                })
+            }
+        };
+        let svc = ServiceBuilder::new()
+            .layer(RewriteLayer::new(RewriteParams {
+                request: route.request_headers.clone(),
+                response: route.response_headers.clone(),
+            }))
+            .layer(TimeoutLayer::new(route.timeout))
+            .service(target);
+        svc.oneshot(req).await
+    }
+    .await;
+
+    let rsp = result.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, listener = %conn.listener, "request failed");
+        proxy
+            .metrics
+            .proxy_errors
+            .get_or_create(&ErrorLabels {
+                direction,
+                listener: listener_label.clone(),
+                error: e.reason(),
+            })
+            .inc();
+        e.into_response()
+    });
+    let labels = RequestLabels {
+        direction,
+        listener: listener_label,
+        route: route_label,
+        cluster: cluster_label,
+        status: rsp.status().as_u16(),
+    };
+    proxy.metrics.requests.get_or_create(&labels).inc();
+    proxy
+        .metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    Ok(rsp)
+}

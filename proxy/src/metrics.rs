@@ -1,0 +1,255 @@
+//! The proxy's Prometheus metrics (`remora_*`). Label values are bounded: listener, route and
+//! cluster names from the configuration, directions, and status codes; never paths or hosts.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A label value shared with the configuration (no copy per request).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(&self.0)
+    }
+}
+
+impl From<&Arc<str>> for Name {
+    fn from(s: &Arc<str>) -> Self {
+        Name(s.clone())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub direction: &'static str,
+    pub listener: Name,
+    pub route: Name,
+    pub cluster: Name,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub direction: &'static str,
+    pub listener: Name,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: Name,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnectErrorLabels {
+    pub cluster: Name,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub direction: &'static str,
+    pub listener: Name,
+    pub error: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 100 µs to 30 s: sub-millisecond loopback hops up to long polls.
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0,
+    ])
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub proxy_errors: Family<ErrorLabels, Counter>,
+    pub downstream_connections: Family<ListenerLabels, Counter>,
+    pub downstream_active: Family<ListenerLabels, Gauge>,
+    pub upstream_connections: Family<ClusterLabels, Counter>,
+    pub upstream_active: Family<ClusterLabels, Gauge>,
+    pub upstream_connect_errors: Family<ConnectErrorLabels, Counter>,
+    pub tcp_bytes: Family<ListenerLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("remora");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "HTTP requests handled, by final status",
+            requests.clone(),
+        );
+        let request_duration: Family<RequestLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request received to response headers sent",
+            request_duration.clone(),
+        );
+        let proxy_errors = Family::default();
+        registry.register(
+            "proxy_errors",
+            "Responses the proxy produced itself, by x-remora-error reason",
+            proxy_errors.clone(),
+        );
+        let downstream_connections = Family::default();
+        registry.register(
+            "downstream_connections",
+            "Connections accepted",
+            downstream_connections.clone(),
+        );
+        let downstream_active = Family::default();
+        registry.register(
+            "downstream_connections_active",
+            "Connections open now",
+            downstream_active.clone(),
+        );
+        let upstream_connections = Family::default();
+        registry.register(
+            "upstream_connections",
+            "Upstream connections opened",
+            upstream_connections.clone(),
+        );
+        let upstream_active = Family::default();
+        registry.register(
+            "upstream_connections_active",
+            "Upstream connections open now",
+            upstream_active.clone(),
+        );
+        let upstream_connect_errors = Family::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed upstream connection attempts",
+            upstream_connect_errors.clone(),
+        );
+        let tcp_bytes = Family::default();
+        registry.register(
+            "tcp_relayed_bytes",
+            "Bytes relayed by opaque TCP proxying",
+            tcp_bytes.clone(),
+        );
+        let config_reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Configuration updates by result",
+            config_reloads.clone(),
+        );
+        let config_last_success = Gauge::default();
+        registry.register(
+            "config_last_success_timestamp_seconds",
+            "Unix time of the last applied configuration",
+            config_last_success.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            proxy_errors,
+            downstream_connections,
+            downstream_active,
+            upstream_connections,
+            upstream_active,
+            upstream_connect_errors,
+            tcp_bytes,
+            config_reloads,
+            config_last_success,
+        }
+    }
+
+    /// Every metric in the Prometheus text exposition format (0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            let _ = writeln!(out, "# encoding error");
+        }
+        openmetrics_to_prometheus(&out)
+    }
+}
+
+/// prometheus-client writes OpenMetrics, where a counter family `x` has samples `x_total`;
+/// the Prometheus text format names HELP and TYPE after the sample (`x_total`), and has no
+/// `# EOF`. Rewrites the metadata lines accordingly.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut help: Option<&str> = None;
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(h) = help.replace(line) {
+                out.push_str(h);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if kind == "counter" && !name.ends_with("_total") {
+                "_total"
+            } else {
+                ""
+            };
+            if let Some(h) = help.take() {
+                let text = h
+                    .strip_prefix("# HELP ")
+                    .and_then(|r| r.split_once(' '))
+                    .map_or("", |(_, t)| t);
+                let _ = writeln!(out, "# HELP {name}{suffix} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
+            continue;
+        }
+        if let Some(h) = help.take() {
+            out.push_str(h);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_total_metadata() {
+        let om = "# HELP remora_requests Requests.\n# TYPE remora_requests counter\nremora_requests_total{a=\"b\"} 1\n# HELP remora_up Up.\n# TYPE remora_up gauge\nremora_up 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus(om),
+            "# HELP remora_requests_total Requests.\n# TYPE remora_requests_total counter\nremora_requests_total{a=\"b\"} 1\n# HELP remora_up Up.\n# TYPE remora_up gauge\nremora_up 1\n"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! The runtime snapshot: a validated configuration compiled into what requests read (routers,
+//! balancers, endpoint states), published with one `ArcSwap::store` and loaded once per request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use remora_control_api::cluster::{Cluster, HashKey, LbPolicy};
+use remora_control_api::listener::Listener;
+use remora_control_api::{Config, proto};
+use remora_filters::balance::Balancer;
+use remora_filters::router::Router;
+
+use crate::metrics::{Metrics, Name};
+use crate::upstream::{EndpointState, Registry, Staged, UpstreamMetrics};
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: String,
+    pub loaded_at: SystemTime,
+    /// What was applied, for `/config`.
+    pub source: proto::Config,
+    pub admin: SocketAddr,
+    pub drain_timeout: Duration,
+    pub listeners: HashMap<Arc<str>, Arc<ListenerTarget>>,
+    pub clusters: HashMap<Arc<str>, Arc<ClusterTarget>>,
+}
+
+#[derive(Debug)]
+pub struct ListenerTarget {
+    pub listener: Listener,
+    pub label: Name,
+    pub router: Option<Arc<Router>>,
+    pub cluster: Option<Arc<ClusterTarget>>,
+}
+
+#[derive(Debug)]
+pub struct ClusterTarget {
+    pub cluster: Cluster,
+    pub label: Name,
+    pub endpoints: Vec<Arc<EndpointState>>,
+    pub balancer: Balancer,
+    pub hash_key: Option<HashKey>,
+    pub metrics: UpstreamMetrics,
+}
+
+impl Snapshot {
+    /// The snapshot before any configuration: no listeners, nothing to route.
+    pub fn empty() -> Self {
+        Self {
+            version: String::new(),
+            loaded_at: SystemTime::now(),
+            source: proto::Config::default(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            drain_timeout: remora_control_api::config::DEFAULT_DRAIN_TIMEOUT,
+            listeners: HashMap::new(),
+            clusters: HashMap::new(),
+        }
+    }
+
+    /// Compiles a validated configuration. Endpoint states come from (and are staged in) the
+    /// registry so unchanged endpoints keep their pools and estimates.
+    pub fn compile(
+        config: Config,
+        source: proto::Config,
+        version: String,
+        registry: &Registry,
+        metrics: &Metrics,
+    ) -> (Self, Staged) {
+        let mut staged = Staged::default();
+        let mut clusters = HashMap::with_capacity(config.clusters.len());
+        for c in config.clusters {
+            let endpoints = c
+                .endpoints
+                .iter()
+                .map(|e| registry.stage(&mut staged, &c.name, e.address))
+                .collect();
+            let hash_key = match &c.lb {
+                LbPolicy::RingHash { key, .. } => Some(key.clone()),
+                _ => None,
+            };
+            let target = ClusterTarget {
+                label: (&c.name).into(),
+                balancer: Balancer::new(&c.lb, &c.endpoints),
+                metrics: UpstreamMetrics::new(metrics, &c.name),
+                endpoints,
+                hash_key,
+                cluster: c,
+            };
+            clusters.insert(target.cluster.name.clone(), Arc::new(target));
+        }
+        let routers: HashMap<Arc<str>, Arc<Router>> = config
+            .route_tables
+            .into_iter()
+            .map(|t| (t.name.clone(), Arc::new(Router::new(t))))
+            .collect();
+        let listeners = config
+            .listeners
+            .into_iter()
+            .map(|l| {
+                let target = ListenerTarget {
+                    label: (&l.name).into(),
+                    router: l.route_table.as_ref().and_then(|t| routers.get(t).cloned()),
+                    cluster: l.cluster.as_ref().and_then(|c| clusters.get(c).cloned()),
+                    listener: l,
+                };
+                (target.listener.name.clone(), Arc::new(target))
+            })
+            .collect();
+        let snapshot = Self {
+            version,
+            loaded_at: SystemTime::now(),
+            source,
+            admin: config.admin,
+            drain_timeout: config.drain_timeout,
+            listeners,
+            clusters,
+        };
+        (snapshot, staged)
+    }
+}

@@ -1,0 +1,46 @@
+//! The state every task shares: the current snapshot, the registry of stateful upstream
+//! pieces, the metrics, readiness, the listener manager and the connection tracker.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use arc_swap::ArcSwap;
+use tokio_util::task::TaskTracker;
+
+use crate::listeners::ListenerManager;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::upstream::Registry;
+
+#[derive(Debug)]
+pub struct Proxy {
+    /// Loaded once per request or connection; replaced whole on each applied update.
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    /// True once a configuration is applied and its listeners are bound.
+    pub ready: AtomicBool,
+    /// Every downstream connection task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Touched only by the (serialised) apply path and shutdown.
+    pub listeners: Mutex<ListenerManager>,
+}
+
+impl Proxy {
+    pub fn new() -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            registry: Registry::default(),
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
+            tracker: TaskTracker::new(),
+            listeners: Mutex::new(ListenerManager::default()),
+        }
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,212 @@
+//! Pooled upstream connections to one endpoint: a stack of idle HTTP/1.1 connections
+//! (reused after the previous response is fully read) and one shared HTTP/2 connection
+//! (multiplexed). Locks are held only to push or pop, never across `.await`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::http::body::ProxyBody;
+use crate::upstream::UpstreamMetrics;
+
+/// Why a connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} timed out after {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("connect to {0} failed: {1}")]
+    Io(SocketAddr, std::io::Error),
+    #[error("handshake with {0} failed: {1}")]
+    Handshake(SocketAddr, hyper::Error),
+}
+
+/// How to open a connection (from the cluster's settings).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectParams<'a> {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+    pub metrics: &'a UpstreamMetrics,
+}
+
+pub enum Conn {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>),
+}
+
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+struct Shared {
+    sender: http2::SendRequest<ProxyBody>,
+    last_used: Instant,
+}
+
+pub struct Pool {
+    addr: SocketAddr,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<Shared>>,
+    /// Serialises HTTP/2 connection set-up so a burst opens one connection, not hundreds.
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// An HTTP/1.1 connection: a ready idle one, or a new one.
+    pub async fn http1(
+        &self,
+        p: ConnectParams<'_>,
+    ) -> Result<http1::SendRequest<ProxyBody>, ConnectError> {
+        let now = Instant::now();
+        loop {
+            let popped = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(idle) = popped else { break };
+            if idle.sender.is_ready() && now.duration_since(idle.since) < p.idle_timeout {
+                return Ok(idle.sender);
+            }
+        }
+        let io = self.connect(p).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| ConnectError::Handshake(self.addr, e))?;
+        let active = p.metrics.opened();
+        tokio::spawn(async move {
+            let _active = active;
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Returns an HTTP/1.1 connection to the pool once its response has been read.
+    pub fn release(self: &Arc<Self>, mut sender: http1::SendRequest<ProxyBody>, max_idle: usize) {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                if idle.len() < max_idle {
+                    idle.push(Idle {
+                        sender,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        });
+    }
+
+    /// The shared HTTP/2 connection, opened on first use or after it closed.
+    pub async fn http2(
+        &self,
+        p: ConnectParams<'_>,
+    ) -> Result<http2::SendRequest<ProxyBody>, ConnectError> {
+        if let Some(s) = self.shared_h2() {
+            return Ok(s);
+        }
+        let _connecting = self.h2_connecting.lock().await;
+        if let Some(s) = self.shared_h2() {
+            return Ok(s);
+        }
+        let io = self.connect(p).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(io)
+            .await
+            .map_err(|e| ConnectError::Handshake(self.addr, e))?;
+        let active = p.metrics.opened();
+        tokio::spawn(async move {
+            let _active = active;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(Shared {
+            sender: sender.clone(),
+            last_used: Instant::now(),
+        });
+        Ok(sender)
+    }
+
+    fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+        let mut h2 = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        match h2.as_mut() {
+            Some(s) if !s.sender.is_closed() => {
+                s.last_used = Instant::now();
+                Some(s.sender.clone())
+            }
+            Some(_) => {
+                *h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn connect(&self, p: ConnectParams<'_>) -> Result<TokioIo<TcpStream>, ConnectError> {
+        let stream =
+            match tokio::time::timeout(p.connect_timeout, TcpStream::connect(self.addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    p.metrics.connect_error("refused");
+                    return Err(ConnectError::Io(self.addr, e));
+                }
+                Err(_) => {
+                    p.metrics.connect_error("timeout");
+                    return Err(ConnectError::Timeout(self.addr, p.connect_timeout));
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    /// Closes connections idle for longer than `idle_timeout`.
+    pub fn evict_idle(&self, now: Instant, idle_timeout: Duration) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|i| now.duration_since(i.since) < idle_timeout && !i.sender.is_closed());
+        let mut h2 = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        if h2.as_ref().is_some_and(|s| {
+            s.sender.is_closed() || now.duration_since(s.last_used) >= idle_timeout
+        }) {
+            *h2 = None;
+        }
+    }
+
+    /// Idle HTTP/1.1 connections held now (for /clusters and tests).
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}

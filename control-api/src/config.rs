@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::{self, Cluster};
@@ -65,7 +64,7 @@ pub fn validate(c: &proto::Config) -> Result<Config, InvalidConfig> {
         cluster::validate,
     );
 
-    check_references(&listeners, &route_tables, &clusters, &mut sink);
+    check_references(c, &mut sink);
 
     match (admin, drain_timeout) {
         (Some(admin), Some(drain_timeout)) if sink.is_empty() => Ok(Config {
@@ -108,45 +107,54 @@ fn each<P, T>(
     out
 }
 
-fn check_references(
-    listeners: &[Listener],
-    route_tables: &[RouteTable],
-    clusters: &[Cluster],
-    sink: &mut Vec<ValidationError>,
-) {
-    let cluster_names: HashSet<&str> = clusters.iter().map(|c| &*c.name).collect();
-    let table_names: HashSet<&str> = route_tables.iter().map(|t| &*t.name).collect();
-    let mut addresses: HashMap<SocketAddr, &Arc<str>> = HashMap::new();
-    for l in listeners {
+/// Checks names that resources use to refer to each other. Works on the proto so that a
+/// resource with its own errors still counts as existing (no cascade of "unknown" errors).
+fn check_references(c: &proto::Config, sink: &mut Vec<ValidationError>) {
+    let cluster_names: HashSet<&str> = c.clusters.iter().map(|c| c.name.as_str()).collect();
+    let table_names: HashSet<&str> = c.route_tables.iter().map(|t| t.name.as_str()).collect();
+    let mut addresses: HashMap<SocketAddr, &str> = HashMap::new();
+    for l in &c.listeners {
         let mut errs = Errors::new(format!("listener {:?}", l.name), sink);
-        if let Some(t) = &l.route_table {
-            if !table_names.contains(&**t) {
-                errs.push("routeTable", format!("unknown route table {t:?}"));
-            }
+        if !l.route_table.is_empty() && !table_names.contains(l.route_table.as_str()) {
+            errs.push(
+                "routeTable",
+                format!("unknown route table {:?}", l.route_table),
+            );
         }
-        if let Some(c) = &l.cluster {
-            if !cluster_names.contains(&**c) {
-                errs.push("cluster", format!("unknown cluster {c:?}"));
-            }
+        if !l.cluster.is_empty() && !cluster_names.contains(l.cluster.as_str()) {
+            errs.push("cluster", format!("unknown cluster {:?}", l.cluster));
         }
-        if l.address.port() != 0 {
-            if let Some(other) = addresses.insert(l.address, &l.name) {
-                errs.push(
-                    "address",
-                    format!("{} is already used by listener {other:?}", l.address),
-                );
+        if let Ok(address) = l.address.parse::<SocketAddr>() {
+            if address.port() != 0 {
+                if let Some(other) = addresses.insert(address, &l.name) {
+                    errs.push(
+                        "address",
+                        format!("{address} is already used by listener {other:?}"),
+                    );
+                }
             }
         }
     }
-    for t in route_tables {
+    for t in &c.route_tables {
         let mut errs = Errors::new(format!("routeTable {:?}", t.name), sink);
         for (i, vh) in t.virtual_hosts.iter().enumerate() {
             for (j, r) in vh.routes.iter().enumerate() {
-                for c in r.action.clusters() {
-                    if !cluster_names.contains(&**c) {
+                let Some(proto::route::Action::Forward(f)) = &r.action else {
+                    continue;
+                };
+                let names = std::iter::once(f.cluster.as_str())
+                    .filter(|n| !n.is_empty())
+                    .chain(
+                        f.weighted_clusters
+                            .iter()
+                            .map(|w| w.name.as_str())
+                            .filter(|n| !n.is_empty()),
+                    );
+                for name in names {
+                    if !cluster_names.contains(name) {
                         errs.push(
                             format!("virtualHosts[{i}].routes[{j}].forward"),
-                            format!("unknown cluster {c:?}"),
+                            format!("unknown cluster {name:?}"),
                         );
                     }
                 }

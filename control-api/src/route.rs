@@ -367,6 +367,7 @@ fn route_match(
             proto::query_param_match::Condition::Exact(v) => Cond::Exact(v),
             proto::query_param_match::Condition::Regex(v) => Cond::Regex(v),
             proto::query_param_match::Condition::Present(v) => Cond::Present(*v),
+            proto::query_param_match::Condition::Absent(v) => Cond::Absent(*v),
         }));
         match cond {
             Ok(condition) => query_params.push(QueryParamMatch {

@@ -1,1 +1,11 @@
-//! Test fixtures.
+//! Fixtures for Remora's end-to-end tests: a `remora` process from a config, an echo upstream
+//! that speaks HTTP/1.1 and HTTP/2, the project's Python peers, and a poll helper.
+
+pub mod peers;
+pub mod poll;
+pub mod remora;
+pub mod upstream;
+
+pub use poll::eventually;
+pub use remora::Remora;
+pub use upstream::Upstream;

@@ -136,7 +136,8 @@ class Peer:
         """Read until until() holds, the connection closes or GOAWAYs, or timeout."""
         deadline = time.monotonic() + timeout
         while not until() and not self.closed and time.monotonic() < deadline:
-            if select.select([self.sock], [], [], min(1.0, max(0, deadline - time.monotonic())))[0]:
+            wait = min(1.0, max(0.0, deadline - time.monotonic()))
+            if select.select([self.sock], [], [], wait)[0]:
                 self.read_once()
         return until()
 
@@ -158,7 +159,8 @@ class Peer:
         sid, flags = f.stream_id, f.flags
         if isinstance(f, GoAwayFrame):
             self.goaway = CODES.get(f.error_code, f.error_code)
-            self.goaway_info = {"last_stream_id": f.last_stream_id, "debug": bytes(f.additional_data)[:200].decode("latin1")}
+            self.goaway_info = {"last_stream_id": f.last_stream_id,
+                                "debug": bytes(f.additional_data)[:200].decode("latin1")}
         elif isinstance(f, RstStreamFrame):
             self.rst.setdefault(sid, CODES.get(f.error_code, f.error_code))  # keep the first
         elif isinstance(f, SettingsFrame):
@@ -184,9 +186,11 @@ class Peer:
 
     def summary(self, **extra):
         d = {"goaway": self.goaway, "goaway_info": getattr(self, "goaway_info", None),
-             "closed": self.eof, "rst": dict(list(self.rst.items())[:5]), "rst_count": len(self.rst),
+             "closed": self.eof, "rst": dict(list(self.rst.items())[:5]),
+             "rst_count": len(self.rst),
              "status": dict(list(self.status.items())[:5]), "frames_in": dict(self.counts),
-             "backpressure": self.backpressure, "still_open": not self.closed, "send_error": self.send_error,
+             "backpressure": self.backpressure, "still_open": not self.closed,
+             "send_error": self.send_error,
              "non_h2_reply": self.raw_text[:80] if self.raw_text else None}
         d.update(extra)
         return {k: v for k, v in d.items() if v not in (None, {}, 0, False)}

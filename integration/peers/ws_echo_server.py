@@ -24,9 +24,10 @@ async def echo(ws):
 
 
 async def amain(port):
-    stop = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     async with serve(echo, "127.0.0.1", port, max_size=16 * 1024 * 1024) as server:
         bound = server.sockets[0].getsockname()[1]
         print("LISTENING %d" % bound, flush=True)

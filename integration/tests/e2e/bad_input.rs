@@ -27,8 +27,8 @@ const ROUTES: &str = "routeTables:\n  - name: t\n    virtualHosts:\n      - name
 
 #[test]
 fn validate_accepts_the_readme_example() {
-    let example = remora_integration::peers::repo_root().join("examples/sidecar.yaml");
-    let yaml = std::fs::read_to_string(&example).expect("examples/sidecar.yaml");
+    let example = remora_integration::peers::repo_root().join("proxy/examples/sidecar.yaml");
+    let yaml = std::fs::read_to_string(&example).expect("proxy/examples/sidecar.yaml");
     let (ok, text) = validate(&yaml);
     assert!(ok, "{text}");
     assert!(text.contains("valid"), "{text}");

@@ -142,12 +142,9 @@ fn positive(d: Duration) -> Result<Duration, String> {
 }
 
 fn lb_policy(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<LbPolicy> {
-    let policy = match proto::LbPolicy::try_from(c.lb_policy) {
-        Ok(p) => p,
-        Err(_) => {
-            errs.push("lbPolicy", format!("unknown value {}", c.lb_policy));
-            return None;
-        }
+    let Ok(policy) = proto::LbPolicy::try_from(c.lb_policy) else {
+        errs.push("lbPolicy", format!("unknown value {}", c.lb_policy));
+        return None;
     };
     if policy != proto::LbPolicy::RingHash && c.ring_hash.is_some() {
         errs.push(

@@ -124,15 +124,17 @@ fn check_references(c: &proto::Config, sink: &mut Vec<ValidationError>) {
         if !l.cluster.is_empty() && !cluster_names.contains(l.cluster.as_str()) {
             errs.push("cluster", format!("unknown cluster {:?}", l.cluster));
         }
-        if let Ok(address) = l.address.parse::<SocketAddr>() {
-            if address.port() != 0 {
-                if let Some(other) = addresses.insert(address, &l.name) {
-                    errs.push(
-                        "address",
-                        format!("{address} is already used by listener {other:?}"),
-                    );
-                }
-            }
+        let address = l
+            .address
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|a| a.port() != 0);
+        if let Some(other) = address.and_then(|a| addresses.insert(a, &l.name)) {
+            let address = &l.address;
+            errs.push(
+                "address",
+                format!("{address} is already used by listener {other:?}"),
+            );
         }
     }
     for t in &c.route_tables {

@@ -92,10 +92,8 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
             );
         }
     }
-    if let Some(d) = detect_timeout {
-        if d.is_zero() && l.detect_timeout.is_some() {
-            errs.push("detectTimeout", "must be greater than zero");
-        }
+    if detect_timeout.is_some_and(|d| d.is_zero()) && l.detect_timeout.is_some() {
+        errs.push("detectTimeout", "must be greater than zero");
     }
     Some(Listener {
         name: if name_ok {

@@ -395,6 +395,7 @@ enum Cond<'a> {
     Absent(bool),
 }
 
+#[allow(clippy::needless_pass_by_value)] // a tiny borrowed enum, consumed by the match
 fn value_match(c: Option<Cond<'_>>) -> Result<ValueMatch, String> {
     match c {
         Some(Cond::Exact(v)) => Ok(ValueMatch::Exact(v.to_owned())),

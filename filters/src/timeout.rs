@@ -83,10 +83,10 @@ where
         if let Poll::Ready(out) = this.inner.poll(cx) {
             return Poll::Ready(out);
         }
-        if let Some(sleep) = this.sleep.as_pin_mut() {
-            if sleep.poll(cx).is_ready() {
-                return Poll::Ready(Err(RouteTimeout(*this.timeout).into()));
-            }
+        if let Some(sleep) = this.sleep.as_pin_mut()
+            && sleep.poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(RouteTimeout(*this.timeout).into()));
         }
         Poll::Pending
     }

@@ -73,12 +73,9 @@ impl PyServer {
                 }
             }
         });
-        let port = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(p)) => p,
-            _ => {
-                let _ = child.kill();
-                panic!("{script} did not report LISTENING");
-            }
+        let Ok(Some(port)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("{script} did not report LISTENING");
         };
         Self { child, port }
     }

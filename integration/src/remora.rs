@@ -71,15 +71,12 @@ impl Remora {
                 sink.lock().expect("logs").push(line);
             }
         });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "remora did not start; logs:\n{}",
-                    logs.lock().expect("logs").join("\n")
-                );
-            }
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!(
+                "remora did not start; logs:\n{}",
+                logs.lock().expect("logs").join("\n")
+            );
         };
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         let admin = v["address"]

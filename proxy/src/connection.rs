@@ -68,10 +68,10 @@ pub async fn serve(
     });
     match detected {
         Ok(Detected::Http1) => {
-            server::serve(io, HttpVersion::Http1, proxy.clone(), conn, drain).await
+            server::serve(io, HttpVersion::Http1, proxy.clone(), conn, drain).await;
         }
         Ok(Detected::Http2) => {
-            server::serve(io, HttpVersion::Http2, proxy.clone(), conn, drain).await
+            server::serve(io, HttpVersion::Http2, proxy.clone(), conn, drain).await;
         }
         Ok(Detected::Opaque) => match target.cluster.clone() {
             Some(cluster) => {

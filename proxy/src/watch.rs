@@ -74,7 +74,7 @@ async fn reload_loop(
         match apply_text(&proxy, &text) {
             Ok(version) => tracing::info!(%version, "configuration reloaded"),
             Err(e) => {
-                tracing::error!(error = %e, "configuration rejected; keeping the running one")
+                tracing::error!(error = %e, "configuration rejected; keeping the running one");
             }
         }
         last = text;

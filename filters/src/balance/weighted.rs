@@ -39,18 +39,6 @@ impl Weighted {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Weighted;
-
-    #[test]
-    fn draws_follow_weights() {
-        let w = Weighted::new(&[1, 3]);
-        let ones = (0..40_000).filter(|_| w.draw() == 1).count();
-        assert!((28_000..32_000).contains(&ones), "{ones}");
-    }
-}
-
 impl Weighted {
     /// The weight of endpoint `i` as a float (1.0 when out of range).
     pub(crate) fn weight(&self, i: usize) -> f64 {
@@ -61,5 +49,17 @@ impl Weighted {
             self.cumulative.get(i - 1).copied().unwrap_or(0)
         };
         hi.saturating_sub(lo).max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Weighted;
+
+    #[test]
+    fn draws_follow_weights() {
+        let w = Weighted::new(&[1, 3]);
+        let ones = (0..40_000).filter(|_| w.draw() == 1).count();
+        assert!((28_000..32_000).contains(&ones), "{ones}");
     }
 }

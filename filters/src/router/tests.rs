@@ -45,6 +45,7 @@ routeTables:
         routes: [{ name: health, match: { pathExact: /healthz }, directResponse: { status: 200 } }]
 "#;
 
+#[allow(clippy::needless_pass_by_value)]
 fn pick<'a>(
     r: &'a Router,
     authority: &str,

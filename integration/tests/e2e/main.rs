@@ -1,6 +1,8 @@
 //! Remora end to end: real `remora` processes, real sockets on 127.0.0.1, real clients (curl,
 //! nghttp, grpcio, websockets, raw sockets) and upstreams.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod bad_input;
 mod balancing;
 mod http_proxy;

@@ -169,11 +169,11 @@ async fn forward(
     let mut rsp = result
         .map_err(ProxyError::UpstreamReset)?
         .map(ProxyBody::from);
-    if let Some(down) = downstream_upgrade {
-        if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let up = hyper::upgrade::on(&mut rsp);
-            tokio::spawn(relay_upgraded(down, up));
-        }
+    if let Some(down) = downstream_upgrade
+        && rsp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let up = hyper::upgrade::on(&mut rsp);
+        tokio::spawn(relay_upgraded(down, up));
     }
     headers::prepare_response(&mut rsp, downstream);
     Ok(rsp)

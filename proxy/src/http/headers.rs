@@ -120,12 +120,12 @@ pub fn prepare_request(
             .build()
             .map_err(|_| ProxyError::BadRequest("invalid authority or path"))?;
     } else {
-        if let Some(a) = &authority {
-            if !req.headers().contains_key(header::HOST) {
-                let v = HeaderValue::from_str(a)
-                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
-                req.headers_mut().insert(header::HOST, v);
-            }
+        if let Some(a) = &authority
+            && !req.headers().contains_key(header::HOST)
+        {
+            let v = HeaderValue::from_str(a)
+                .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
+            req.headers_mut().insert(header::HOST, v);
         }
         *req.uri_mut() = path
             .parse()

@@ -45,3 +45,32 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         "no longer accepting"
     );
 }
+
+#[test]
+fn sigterm_sends_http2_goaway_and_finishes_the_stream() {
+    let up = Upstream::start("slow");
+    let mut remora = Remora::start(&sidecar_yaml("v1", &[&up], ""));
+    let url = format!("{}/delay/400", remora.url("out"));
+    let client = std::thread::spawn(move || {
+        remora_integration::peers::run(std::process::Command::new("nghttp").args([
+            "-v",
+            "-H",
+            ":authority: orders.svc",
+            &url,
+        ]))
+    });
+    eventually("h2 request in flight", Duration::from_secs(5), || {
+        (up.requests() == 1).then_some(())
+    });
+    assert_eq!(remora.terminate(Duration::from_secs(15)), Some(0));
+    let out = client.join().expect("nghttp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("recv GOAWAY frame"),
+        "GOAWAY sent on drain:\n{text}"
+    );
+    assert!(
+        text.contains(":status: 200"),
+        "the in-flight stream completed:\n{text}"
+    );
+}

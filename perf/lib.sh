@@ -135,11 +135,12 @@ start_upstream() {
   log "gRPC upstream up (sid $GRPC_SID)"
 }
 
-# remora_config FILE -> renders the Remora preset with 99 extra unused services
+# remora_config FILE -> renders the Remora preset with 99 extra unused services, each a
+# virtual host (by authority, as a sidecar's outbound listener sees them) and a cluster
 remora_config() {
   local out=$1 routes="" clusters="" i
   for i in $(seq 1 99); do
-    routes+="          - { name: svc$i, match: { pathPrefix: /svc$i/ }, forward: { cluster: svc$i } }"$'\n'
+    routes+="      - { name: svc$i, domains: [svc$i.svc], routes: [{ name: svc$i, forward: { cluster: svc$i } }] }"$'\n'
     clusters+="  - { name: svc$i, endpoints: [{ address: \"10.1.$((i / 250)).$((i % 250 + 1)):8080\" }] }"$'\n'
   done
   render "$HARNESS_DIR/conf/remora.yaml.tmpl" "$out" HOST="$HOST" PORT="$REMORA_PORT" \

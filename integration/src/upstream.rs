@@ -151,6 +151,7 @@ fn frames(items: Vec<Result<Frame<Bytes>, std::io::Error>>) -> Body {
 
 async fn handle(req: Request<Incoming>, name: Arc<str>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    let head = req.method() == http::Method::HEAD;
     let mut rsp = if let Some(code) = path.strip_prefix("/status/") {
         let status = code
             .parse::<u16>()
@@ -210,6 +211,15 @@ async fn handle(req: Request<Incoming>, name: Arc<str>) -> Result<Response<Body>
         "x-upstream",
         HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("?")),
     );
+    if head {
+        // A HEAD response states the length the GET body would have, and carries none.
+        if let Some(len) = http_body::Body::size_hint(rsp.body()).exact() {
+            rsp.headers_mut()
+                .entry(http::header::CONTENT_LENGTH)
+                .or_insert(HeaderValue::from(len));
+        }
+        *rsp.body_mut() = full(Bytes::new());
+    }
     Ok(rsp)
 }
 

@@ -1,10 +1,15 @@
 //! Compiles the `.proto` schema with protox (no system `protoc`) into prost types plus the
-//! canonical JSON mapping (pbjson), so a YAML file and the control stream share one schema.
+//! canonical JSON mapping (pbjson), so a YAML file and the control stream share one schema,
+//! and the control-stream service into tonic client and server stubs.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/remora/v1/config.proto"];
+    let protos = [
+        "proto/remora/v1/config.proto",
+        "proto/remora/control/v1/control.proto",
+        "proto/remora/mesh/v1/mesh.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -20,7 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_protoc_run()
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types");
-    config.compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds_with_config(fds, config)?;
 
     pbjson_build::Builder::new()
         .register_descriptors(&bytes)?

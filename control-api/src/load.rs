@@ -17,13 +17,20 @@ pub enum LoadError {
 /// Parses YAML or JSON into the proto configuration. Unknown fields and bad enum values are
 /// errors that carry line and column.
 pub fn from_yaml(text: &str) -> Result<proto::Config, LoadError> {
+    document(text)
+}
+
+/// Parses YAML or JSON into any schema message (a proxy `Config`, a control-plane `Mesh`)
+/// with the same rules: size limit, unknown fields and bad enum values rejected with line and
+/// column, an empty document is the message's default.
+pub fn document<T: serde::de::DeserializeOwned + Default>(text: &str) -> Result<T, LoadError> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(LoadError::TooLarge(text.len()));
     }
     if text.trim().is_empty() {
-        return Ok(proto::Config::default());
+        return Ok(T::default());
     }
-    serde_saphyr::from_str::<proto::Config>(text).map_err(|e| LoadError::Syntax(e.to_string()))
+    serde_saphyr::from_str::<T>(text).map_err(|e| LoadError::Syntax(e.to_string()))
 }
 
 /// Renders a configuration as canonical proto3 JSON (what `/config` prints).

@@ -4,11 +4,13 @@
 // Test fixtures: a failed expectation is a failed test, so panicking is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod control;
 pub mod peers;
 pub mod poll;
 pub mod remora;
 pub mod upstream;
 
+pub use control::ControlPlane;
 pub use poll::eventually;
 pub use remora::Remora;
 pub use upstream::Upstream;

@@ -23,29 +23,58 @@ pub struct Remora {
 pub fn binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test executable path");
-            // target/debug/deps/<test> → target/debug/remora
-            let dir = exe.parent().and_then(Path::parent).expect("target dir");
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "remora-proxy", "--bin", "remora"])
-                .status()
-                .expect("cargo build");
-            assert!(status.success(), "building remora failed");
-            dir.join("remora")
-        })
+        .get_or_init(|| workspace_binary("remora-proxy", "remora"))
         .clone()
+}
+
+/// Builds `bin` of `package` (quietly, usually a no-op) and returns its path.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug/<bin>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building {bin} failed");
+    dir.join(bin)
 }
 
 impl Remora {
     /// Starts remora with `yaml` (admin is forced to 127.0.0.1:0) and waits until ready.
     pub fn start(yaml: &str) -> Self {
+        Self::launch(Some(yaml), &[], true)
+    }
+
+    /// Starts remora following a control plane (`--control URL --node NODE --service SVC`
+    /// plus `extra` arguments, e.g. `--cache-dir`); `yaml` supplies static parts. Waits for
+    /// `/ready` only when `wait_ready`.
+    pub fn start_controlled(
+        control: &str,
+        node: &str,
+        service: &str,
+        yaml: Option<&str>,
+        extra: &[&str],
+        wait_ready: bool,
+    ) -> Self {
+        let mut args: Vec<String> = ["--control", control, "--node", node, "--service", service]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.extend(extra.iter().map(ToString::to_string));
+        Self::launch(yaml, &args, wait_ready)
+    }
+
+    fn launch(yaml: Option<&str>, args: &[String], wait_ready: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("remora.yaml");
-        std::fs::write(&path, yaml).expect("write config");
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(&path)
+        let mut cmd = Command::new(binary());
+        if let Some(yaml) = yaml {
+            std::fs::write(&path, yaml).expect("write config");
+            cmd.arg("--config").arg(&path);
+        }
+        let mut child = cmd
+            .args(args)
             .args(["--admin", "127.0.0.1:0", "--log-format", "json"])
             .env("RUST_LOG", "info,remora_proxy=debug")
             .stdout(Stdio::piped())
@@ -90,10 +119,24 @@ impl Remora {
             dir,
             logs,
         };
-        eventually("remora /ready", Duration::from_secs(10), || {
-            (remora.admin_get("/ready").0 == 200).then_some(())
-        });
+        if wait_ready {
+            remora.wait_ready();
+        }
         remora
+    }
+
+    /// Polls `/ready` until 200 (bounded).
+    pub fn wait_ready(&self) {
+        eventually("remora /ready", Duration::from_secs(10), || {
+            (self.admin_get("/ready").0 == 200).then_some(())
+        });
+    }
+
+    /// The `control` section of `/config` (null without `--control`).
+    pub fn control_status(&self) -> serde_json::Value {
+        let (_, body) = self.admin_get("/config");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .map_or(serde_json::Value::Null, |v| v["control"].clone())
     }
 
     /// Listener addresses by name (port 0 resolved).

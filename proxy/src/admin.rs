@@ -61,7 +61,7 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: no configuration applied yet\n",
+                    "not ready: no configuration applied yet (from the file, the control plane or its cache)\n",
                 )
             }
         }
@@ -79,11 +79,21 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
                 .loaded_at
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-            json(&serde_json::json!({
+            let control = proxy
+                .control
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .and_then(|c| serde_json::to_value(c).ok());
+            let mut doc = serde_json::json!({
                 "version": snap.version,
                 "loadedAt": loaded,
                 "config": remora_control_api::load::to_json(&snap.source),
-            }))
+            });
+            if let (Some(c), Some(map)) = (control, doc.as_object_mut()) {
+                map.insert("control".into(), c);
+            }
+            json(&doc)
         }
         "/listeners" => {
             let bound = proxy

@@ -1,30 +1,48 @@
-//! Running the proxy: apply the file, start the admin server, watch for changes, and on
+//! Running the proxy: apply the file and/or the cached control-plane config, start the admin
+//! server, the file watcher and the control stream, and on
 //! SIGTERM/SIGINT drain connections within the drain timeout and exit.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::apply_text;
+use crate::control::ControlOptions;
+use crate::sources::Sources;
 use crate::state::Proxy;
 
 /// How often idle upstream connections are swept.
 const EVICT_EVERY: Duration = Duration::from_secs(5);
 
-pub async fn run(
-    config_path: &Path,
-    admin_override: Option<std::net::SocketAddr>,
-) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config_path)
-        .with_context(|| format!("cannot read configuration {}", config_path.display()))?;
-    let proxy = Arc::new(Proxy::new());
-    let version = apply_text(&proxy, &text).context("configuration rejected")?;
-    tracing::info!(%version, path = %config_path.display(), "configuration applied");
+/// What `remora` runs from: a file, a control plane, or both.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    pub admin: Option<std::net::SocketAddr>,
+    pub control: Option<ControlOptions>,
+}
 
-    let admin_addr = admin_override.unwrap_or(proxy.snapshot.load().admin);
+pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    let proxy = Arc::new(Proxy::new());
+    let sources = Arc::new(Sources::new(proxy.clone(), options.control.is_some()));
+
+    let mut file_text = None;
+    if let Some(path) = &options.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration {}", path.display()))?;
+        let version = sources
+            .set_file_text(&text)
+            .context("configuration rejected")?;
+        tracing::info!(%version, path = %path.display(), "configuration applied");
+        file_text = Some(text);
+    }
+    if let Some(control) = &options.control {
+        start_from_cache(&sources, control);
+    }
+
+    let admin_addr = options.admin.unwrap_or(proxy.snapshot.load().admin);
     let admin = tokio::net::TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot bind admin address {admin_addr}"))?;
@@ -36,8 +54,16 @@ pub async fn run(
         stop_admin.clone(),
     ));
 
-    let _watcher = crate::watch::spawn(proxy.clone(), config_path.to_owned(), text)
-        .context("cannot watch the configuration file")?;
+    let _watcher = match (&options.config, file_text) {
+        (Some(path), Some(text)) => Some(
+            crate::watch::spawn(sources.clone(), path.clone(), text)
+                .context("cannot watch the configuration file")?,
+        ),
+        _ => None,
+    };
+    if let Some(control) = options.control.clone() {
+        tokio::spawn(crate::control::client::run(sources.clone(), control));
+    }
     tokio::spawn(evict_idle(proxy.clone()));
 
     shutdown_signal().await;
@@ -61,6 +87,44 @@ pub async fn run(
     stop_admin.cancel();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// With `--cache-dir`, serve the last configuration the control plane gave before it answers.
+fn start_from_cache(sources: &Sources, control: &ControlOptions) {
+    crate::control::client::set_status(sources, |s| {
+        s.server.clone_from(&control.url);
+        s.node.clone_from(&control.node);
+        s.service.clone_from(&control.service);
+        s.source = "none";
+    });
+    let Some(dir) = &control.cache_dir else {
+        return;
+    };
+    match crate::control::cache::load(dir, &control.service) {
+        Ok(None) => tracing::info!(dir = %dir.display(), "no cached configuration yet"),
+        Ok(Some(cached)) => {
+            let (config_version, endpoints_version) = (
+                cached.config_version.clone(),
+                cached.endpoints_version.clone(),
+            );
+            match sources.set_dynamic(cached) {
+                Ok(version) => {
+                    tracing::info!(%version, dir = %dir.display(), "serving the cached configuration until the control plane answers");
+                    crate::control::client::set_status(sources, |s| {
+                        s.source = "cache";
+                        s.config_version = config_version;
+                        s.endpoints_version = endpoints_version;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cached configuration rejected; waiting for the control plane");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot use the configuration cache; waiting for the control plane");
+        }
+    }
 }
 
 async fn evict_idle(proxy: Arc<Proxy>) {

@@ -1,16 +1,15 @@
 //! Applying a configuration: parse → validate → compile → bind → one snapshot swap. A bad
 //! update is rejected whole with an error naming resource and field; the running snapshot
-//! stays. Callers serialise applies (one config task).
+//! stays. Callers serialise applies ([`crate::sources::Sources`] holds the lock).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use remora_control_api::load::{self, LoadError};
+use remora_control_api::load::LoadError;
 use remora_control_api::{InvalidConfig, proto, validate};
 
 use crate::listeners::BindError;
-use crate::metrics::ResultLabels;
 use crate::snapshot::Snapshot;
 use crate::state::Proxy;
 
@@ -22,20 +21,6 @@ pub enum ApplyError {
     Invalid(#[from] InvalidConfig),
     #[error(transparent)]
     Bind(#[from] BindError),
-}
-
-/// Parses and applies a YAML/JSON document. Returns the applied version.
-pub fn apply_text(proxy: &Arc<Proxy>, text: &str) -> Result<String, ApplyError> {
-    let result = load::from_yaml(text)
-        .map_err(ApplyError::from)
-        .and_then(|c| apply(proxy, c));
-    let label = if result.is_ok() { "success" } else { "failure" };
-    proxy
-        .metrics
-        .config_reloads
-        .get_or_create(&ResultLabels { result: label })
-        .inc();
-    result
 }
 
 /// Validates, compiles and swaps in a configuration.
@@ -67,7 +52,6 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
     proxy.registry.commit(staged);
     listeners.commit(plan, proxy);
     drop(listeners);
-    proxy.ready.store(true, Ordering::Release);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());

@@ -10,9 +10,27 @@ use std::path::PathBuf;
     about = "Remora: a sidecar data-plane proxy for service meshes"
 )]
 pub struct Args {
-    /// Configuration file (YAML or JSON); watched and hot-reloaded.
+    /// Configuration file (YAML or JSON); watched and hot-reloaded. With --control it holds
+    /// the static parts (admin address, extra listeners and clusters).
     #[arg(long, short = 'c', env = "REMORA_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+
+    /// Control plane gRPC URL, e.g. http://127.0.0.1:9090.
+    #[arg(long, env = "REMORA_CONTROL")]
+    pub control: Option<String>,
+
+    /// This proxy's node id, unique in the mesh (the pod name on Kubernetes).
+    #[arg(long, env = "REMORA_NODE")]
+    pub node: Option<String>,
+
+    /// The mesh service this proxy runs beside.
+    #[arg(long, env = "REMORA_SERVICE")]
+    pub service: Option<String>,
+
+    /// Directory for the last good control-plane configuration, served at start when the
+    /// control plane is unreachable.
+    #[arg(long, env = "REMORA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 
     /// Admin server address; overrides `admin.address` in the file.
     #[arg(long, env = "REMORA_ADMIN")]

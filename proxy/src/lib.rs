@@ -4,13 +4,15 @@
 //! A request's path: [`listeners`] accept → [`connection`] detects the protocol →
 //! [`http::server`] (hyper) → [`http::proxy`] routes and composes the route's layers →
 //! [`http::forward`] picks an endpoint and sends over an [`upstream::pool`] connection.
-//! Configuration: [`apply`] validates, compiles a [`snapshot`] and swaps it in.
+//! Configuration: a file and/or the [`control`] stream feed [`sources`], which merges them;
+//! [`apply`] validates, compiles a [`snapshot`] and swaps it in.
 
 pub mod admin;
 pub mod app;
 pub mod apply;
 pub mod cli;
 pub mod connection;
+pub mod control;
 pub mod detect;
 pub mod http;
 pub mod io;
@@ -18,6 +20,7 @@ pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod snapshot;
+pub mod sources;
 pub mod state;
 pub mod tcp;
 pub mod upstream;

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use remora_proxy::app::RunOptions;
 use remora_proxy::cli::{Args, Command};
+use remora_proxy::control::ControlOptions;
 
 /// mimalloc: measured ~15% more requests per core than glibc malloc or jemalloc here
 /// (perf/README.md). Built to commit arena memory on use (`.cargo/config.toml`), which keeps
@@ -14,13 +16,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = Args::parse();
     remora_proxy::logging::init(args.log_format);
-    let Some(config) = args.config.clone() else {
-        eprintln!("error: --config FILE is required (or set REMORA_CONFIG)");
-        return ExitCode::from(2);
-    };
     if let Some(Command::Validate) = args.command {
-        return validate(&config);
+        let Some(config) = args.config.as_deref() else {
+            eprintln!("error: validate needs --config FILE");
+            return ExitCode::from(2);
+        };
+        return validate(config);
     }
+    let options = match run_options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // One worker: a current-thread runtime (no work-stealing machinery on the hot path).
     let mut runtime = match args.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -38,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(remora_proxy::app::run(&config, args.admin)) {
+    match runtime.block_on(remora_proxy::app::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -46,6 +55,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_options(args: &Args) -> Result<RunOptions, String> {
+    let control = match &args.control {
+        None => {
+            if args.config.is_none() {
+                return Err("--config FILE or --control URL is required (or set REMORA_CONFIG / REMORA_CONTROL)".into());
+            }
+            None
+        }
+        Some(url) => {
+            let service = args.service.clone().ok_or(
+                "--control needs --service NAME (or REMORA_SERVICE): the mesh service this proxy runs beside",
+            )?;
+            let node = args.node.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| format!("{service}-{}", std::process::id()))
+            });
+            Some(ControlOptions {
+                url: url.clone(),
+                node,
+                service,
+                cache_dir: args.cache_dir.clone(),
+            })
+        }
+    };
+    Ok(RunOptions {
+        config: args.config.clone(),
+        admin: args.admin,
+        control,
+    })
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {

@@ -59,6 +59,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ControlUpdateLabels {
+    pub resource: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub direction: &'static str,
     pub listener: Name,
@@ -86,6 +92,8 @@ pub struct Metrics {
     pub tcp_bytes: Family<ListenerLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub control_connected: Gauge,
+    pub control_updates: Family<ControlUpdateLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -170,6 +178,18 @@ impl Metrics {
             "Unix time of the last applied configuration",
             config_last_success.clone(),
         );
+        let control_connected = Gauge::default();
+        registry.register(
+            "control_connected",
+            "1 while the control stream is connected",
+            control_connected.clone(),
+        );
+        let control_updates = Family::default();
+        registry.register(
+            "control_updates",
+            "Control-stream updates by resource and result (ack, nack)",
+            control_updates.clone(),
+        );
         Self {
             registry,
             requests,
@@ -183,6 +203,8 @@ impl Metrics {
             tcp_bytes,
             config_reloads,
             config_last_success,
+            control_connected,
+            control_updates,
         }
     }
 

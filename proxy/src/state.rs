@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use arc_swap::ArcSwap;
 use tokio_util::task::TaskTracker;
 
+use crate::control::ControlStatus;
 use crate::listeners::ListenerManager;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -24,6 +25,8 @@ pub struct Proxy {
     pub tracker: TaskTracker,
     /// Touched only by the (serialised) apply path and shutdown.
     pub listeners: Mutex<ListenerManager>,
+    /// The control stream's state, when the proxy runs with `--control`.
+    pub control: Mutex<Option<ControlStatus>>,
 }
 
 impl Proxy {
@@ -35,6 +38,7 @@ impl Proxy {
             ready: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             listeners: Mutex::new(ListenerManager::default()),
+            control: Mutex::new(None),
         }
     }
 }

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::apply::apply_text;
-use crate::state::Proxy;
+use crate::sources::Sources;
 
 /// Starts watching `path`; the returned watcher must be kept alive.
 pub fn spawn(
-    proxy: Arc<Proxy>,
+    sources: Arc<Sources>,
     path: PathBuf,
     applied: String,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
@@ -41,7 +40,7 @@ pub fn spawn(
         .unwrap_or(Path::new("."));
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     tokio::spawn(sighup(tx));
-    tokio::spawn(reload_loop(proxy, path, applied, rx));
+    tokio::spawn(reload_loop(sources, path, applied, rx));
     Ok(watcher)
 }
 
@@ -55,7 +54,7 @@ async fn sighup(tx: mpsc::Sender<()>) {
 }
 
 async fn reload_loop(
-    proxy: Arc<Proxy>,
+    sources: Arc<Sources>,
     path: PathBuf,
     mut last: String,
     mut rx: mpsc::Receiver<()>,
@@ -71,7 +70,7 @@ async fn reload_loop(
         if text == last {
             continue;
         }
-        match apply_text(&proxy, &text) {
+        match sources.set_file_text(&text) {
             Ok(version) => tracing::info!(%version, "configuration reloaded"),
             Err(e) => {
                 tracing::error!(error = %e, "configuration rejected; keeping the running one");

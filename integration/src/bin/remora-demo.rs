@@ -76,7 +76,12 @@ async fn run() -> anyhow::Result<()> {
         addrs[1],
         path = path.display()
     );
-    let result = remora_proxy::app::run(&path, None).await;
+    let result = remora_proxy::app::run(remora_proxy::app::RunOptions {
+        config: Some(path.clone()),
+        admin: None,
+        control: None,
+    })
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

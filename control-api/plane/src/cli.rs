@@ -1,0 +1,107 @@
+//! Command-line interface: `serve`, `validate`, and the operator commands `apply`, `diff`,
+//! `get` that talk to a running control plane's API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9902";
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "remora-control",
+    version,
+    about = "Remora's reference control plane: serves each proxy the part of the mesh it needs"
+)]
+pub struct Args {
+    /// Log format; the level comes from RUST_LOG (default "info").
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "REMORA_LOG_FORMAT",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve the mesh in DIR (watched) to proxies over gRPC, with the operator API.
+    Serve(ServeArgs),
+    /// Check a mesh directory offline: exit 0 if valid, else print every error and exit 1.
+    Validate {
+        /// Directory of Mesh documents (*.yaml, *.yml, *.json).
+        #[arg(long, env = "REMORA_MESH")]
+        mesh: PathBuf,
+    },
+    /// Push a Mesh document to a running control plane (merged into its applied overlay).
+    Apply {
+        /// The Mesh document (YAML or JSON); "-" reads standard input.
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Show what applying a Mesh document would change, changing nothing.
+    Diff {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List services, policies or proxies of a running control plane.
+    Get {
+        #[arg(value_enum)]
+        what: GetKind,
+        #[command(flatten)]
+        server: ServerArg,
+        /// Output: a human table (default) or JSON.
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory of Mesh documents (*.yaml, *.yml, *.json), watched for changes.
+    #[arg(long, env = "REMORA_MESH")]
+    pub mesh: PathBuf,
+    /// gRPC address proxies connect to (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9090", env = "REMORA_CONTROL_GRPC")]
+    pub grpc: SocketAddr,
+    /// Operator API and /metrics address.
+    #[arg(long, default_value = "127.0.0.1:9902", env = "REMORA_CONTROL_API")]
+    pub api: SocketAddr,
+    /// DNS server for services with `dns` (default: the nameservers of /etc/resolv.conf).
+    #[arg(long, env = "REMORA_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArg {
+    /// The control plane's API URL.
+    #[arg(long, default_value = DEFAULT_SERVER, env = "REMORA_CONTROL_SERVER")]
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GetKind {
+    Services,
+    Policies,
+    Proxies,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}

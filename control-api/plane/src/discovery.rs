@@ -1,0 +1,67 @@
+//! Where a service's endpoints come from: the [`Source`] trait and the static source (the
+//! endpoints written in the model). DNS lives in [`crate::dns`]; Kubernetes, Consul and
+//! Eureka plug in behind the same trait.
+
+use remora_control_api::proto::Endpoint;
+use remora_control_api::proto::mesh::Service;
+
+use crate::generate::Resolved;
+use crate::model::Model;
+
+/// A discovery source. The hub asks each source, in order, whether it serves a service and
+/// what its endpoints are; dynamic sources signal changes on the channel they were built with.
+pub trait Source: Send + Sync {
+    /// Short name for logs and listings ("static", "dns").
+    fn kind(&self) -> &'static str;
+    /// Whether this source is where `service`'s endpoints come from.
+    fn serves(&self, service: &Service) -> bool;
+    /// The last known endpoints of `service` (empty while not yet known).
+    fn endpoints(&self, service: &Service) -> Vec<Endpoint>;
+    /// Called after every model change: start watching new services, stop removed ones.
+    fn reconcile(&self, model: &Model);
+}
+
+/// The endpoints written in the model.
+#[derive(Debug, Default)]
+pub struct StaticSource;
+
+impl Source for StaticSource {
+    fn kind(&self) -> &'static str {
+        "static"
+    }
+
+    fn serves(&self, service: &Service) -> bool {
+        service.dns.is_none()
+    }
+
+    fn endpoints(&self, service: &Service) -> Vec<Endpoint> {
+        service.endpoints.clone()
+    }
+
+    fn reconcile(&self, _model: &Model) {}
+}
+
+/// The source that serves `service`, if any.
+pub fn source_of<'a>(
+    sources: &'a [std::sync::Arc<dyn Source>],
+    service: &Service,
+) -> Option<&'a dyn Source> {
+    sources
+        .iter()
+        .find(|s| s.serves(service))
+        .map(AsRef::as_ref)
+}
+
+/// Every service's current endpoints, asking the first source that serves it.
+pub fn resolve_all(sources: &[std::sync::Arc<dyn Source>], model: &Model) -> Resolved {
+    model
+        .services
+        .iter()
+        .map(|(name, e)| {
+            let endpoints = source_of(sources, &e.value)
+                .map(|s| s.endpoints(&e.value))
+                .unwrap_or_default();
+            (name.clone(), endpoints)
+        })
+        .collect()
+}

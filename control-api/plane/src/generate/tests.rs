@@ -1,0 +1,226 @@
+//! Tests for `generate.rs`: a proxy gets only what its sidecar uses, valid and versioned.
+
+use super::*;
+use crate::discovery::{StaticSource, resolve_all};
+use crate::model::{Document, build, parse};
+use remora_control_api::proto::mesh::Mesh;
+use std::sync::Arc;
+
+fn model(yaml: &str) -> Model {
+    build(
+        &[Document {
+            origin: "mesh.yaml".into(),
+            mesh: parse(yaml).unwrap(),
+        }],
+        &Mesh::default(),
+    )
+    .unwrap()
+}
+
+fn generate(m: &Model, service: &str) -> ProxyConfig {
+    let sources: Vec<Arc<dyn crate::discovery::Source>> = vec![Arc::new(StaticSource)];
+    let pc = for_service(m, service, &resolve_all(&sources, m));
+    remora_control_api::validate(&pc.config).unwrap();
+    pc
+}
+
+const MESH: &str = r#"
+services:
+  - { name: orders, endpoints: [{ address: "10.0.1.1:80" }, { address: "10.0.1.2:80", weight: 3 }], lbPolicy: ROUND_ROBIN, connectTimeout: 2s }
+  - { name: orders-v2, endpoints: [{ address: "10.0.2.1:80" }], protocol: HTTP2 }
+  - { name: users, endpoints: [{ address: "10.0.3.1:80" }] }
+  - { name: db, endpoints: [{ address: "10.0.4.1:5432" }] }
+  - { name: unrelated, endpoints: [{ address: "10.0.9.1:80" }] }
+policies:
+  - service: orders
+    routes:
+      - name: canary
+        match: { headers: [{ name: x-canary, present: true }] }
+        forward: { cluster: orders-v2 }
+      - name: split
+        forward: { weightedClusters: [{ name: orders, weight: 90 }, { name: orders-v2, weight: 10 }] }
+sidecars:
+  - service: web
+    inbound: { address: "0.0.0.0:4143", app: "127.0.0.1:8080" }
+    upstreams:
+      - { service: orders, address: "127.0.0.1:7001" }
+      - { service: users, address: "127.0.0.1:7002" }
+      - { service: db, address: "127.0.0.1:7003", protocol: TCP }
+"#;
+
+#[test]
+fn a_sidecar_gets_only_the_services_it_uses() {
+    let m = model(MESH);
+    let pc = generate(&m, "web");
+    let c = &pc.config;
+    let names = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        c.clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>(),
+        names(vec!["db", "inbound-app", "orders", "orders-v2", "users"])
+    );
+    assert_eq!(
+        c.listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect::<Vec<_>>(),
+        names(vec![
+            "inbound",
+            "outbound-orders",
+            "outbound-users",
+            "outbound-db"
+        ])
+    );
+    let inbound = &c.listeners[0];
+    assert_eq!(inbound.direction, i32::from(Direction::Inbound));
+    assert_eq!(inbound.protocol, i32::from(ListenerProtocol::Auto));
+    assert_eq!(
+        (inbound.route_table.as_str(), inbound.cluster.as_str()),
+        ("inbound", "inbound-app")
+    );
+    let orders = &c.listeners[1];
+    assert_eq!(orders.protocol, i32::from(ListenerProtocol::Http));
+    assert_eq!(orders.direction, i32::from(Direction::Outbound));
+    assert_eq!(orders.address, "127.0.0.1:7001");
+    assert_eq!(orders.route_table, "orders");
+    let db = &c.listeners[3];
+    assert_eq!((db.route_table.as_str(), db.cluster.as_str()), ("", "db"));
+
+    let table = c.route_tables.iter().find(|t| t.name == "orders").unwrap();
+    assert_eq!(table.virtual_hosts[0].domains, vec!["*"]);
+    assert_eq!(
+        table.virtual_hosts[0].routes.len(),
+        2,
+        "the policy's routes"
+    );
+    let users = c.route_tables.iter().find(|t| t.name == "users").unwrap();
+    assert_eq!(users.virtual_hosts[0].routes[0].name, "default");
+    assert!(
+        c.route_tables.iter().all(|t| t.name != "db"),
+        "TCP listeners have no routes"
+    );
+
+    let orders = c.clusters.iter().find(|c| c.name == "orders").unwrap();
+    assert_eq!(
+        orders.lb_policy,
+        i32::from(remora_control_api::proto::LbPolicy::RoundRobin)
+    );
+    assert_eq!(orders.connect_timeout.as_ref().map(|d| d.seconds), Some(2));
+    assert_eq!(orders.endpoints.len(), 2);
+    let app = c.clusters.iter().find(|c| c.name == "inbound-app").unwrap();
+    assert_eq!(app.endpoints[0].address, "127.0.0.1:8080");
+    assert!(c.admin.is_none() && c.drain_timeout.is_none());
+    assert_eq!(c.version, pc.config_version);
+}
+
+#[test]
+fn a_service_without_a_sidecar_gets_an_empty_valid_config() {
+    let m = model(MESH);
+    let pc = generate(&m, "unrelated");
+    assert!(pc.config.listeners.is_empty() && pc.config.clusters.is_empty());
+    assert_eq!(pc.config_version, generate(&m, "nobody").config_version);
+}
+
+#[test]
+fn ten_thousand_services_and_a_sidecar_that_uses_five() {
+    let mut mesh = Mesh::default();
+    for i in 0..10_000 {
+        mesh.services
+            .push(remora_control_api::proto::mesh::Service {
+                name: format!("svc-{i}"),
+                endpoints: vec![Endpoint {
+                    address: format!("10.{}.{}.1:80", i / 256, i % 256),
+                    weight: None,
+                }],
+                ..Default::default()
+            });
+    }
+    let upstreams = (0..5)
+        .map(|i| remora_control_api::proto::mesh::Upstream {
+            service: format!("svc-{}", i * 1000),
+            address: format!("127.0.0.1:{}", 7000 + i),
+            protocol: 0,
+        })
+        .collect();
+    mesh.sidecars.push(Sidecar {
+        service: "client".into(),
+        inbound: None,
+        upstreams,
+    });
+    let m = build(
+        &[Document {
+            origin: "big.yaml".into(),
+            mesh,
+        }],
+        &Mesh::default(),
+    )
+    .unwrap();
+    let pc = generate(&m, "client");
+    let names: Vec<_> = pc.config.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["svc-0", "svc-1000", "svc-2000", "svc-3000", "svc-4000"]
+    );
+    assert_eq!(pc.config.listeners.len(), 5);
+    assert_eq!(pc.config.route_tables.len(), 5);
+}
+
+#[test]
+fn versions_are_stable_and_split_config_from_endpoints() {
+    let m = model(MESH);
+    let a = generate(&m, "web");
+    let b = generate(&model(MESH), "web");
+    assert_eq!(
+        (&a.config_version, &a.endpoints_version),
+        (&b.config_version, &b.endpoints_version)
+    );
+    assert_eq!(a.config_version.len(), 16);
+
+    // Endpoint change only: same config version, new endpoints version.
+    let moved = MESH.replace("10.0.3.1:80", "10.0.3.9:80");
+    let c = generate(&model(&moved), "web");
+    assert_eq!(c.config_version, a.config_version);
+    assert_ne!(c.endpoints_version, a.endpoints_version);
+
+    // A route change: new config version.
+    let rerouted = MESH.replace("weight: 90", "weight: 80");
+    let d = generate(&model(&rerouted), "web");
+    assert_ne!(d.config_version, a.config_version);
+    assert_eq!(d.endpoints_version, a.endpoints_version);
+
+    // A change to a service the sidecar does not use changes nothing.
+    let other = MESH.replace("10.0.9.1:80", "10.0.9.2:80");
+    assert_eq!(generate(&model(&other), "web"), a);
+    assert_eq!(stable_hash(b""), "cbf29ce484222325");
+}
+
+#[test]
+fn deltas_list_new_and_reweighted_endpoints_and_removed_addresses() {
+    let ep = |a: &str, w: Option<u32>| Endpoint {
+        address: a.into(),
+        weight: w.map(|value| pbjson_types::UInt32Value { value }),
+    };
+    let old = BTreeMap::from([
+        (
+            "a".to_owned(),
+            vec![ep("1.1.1.1:80", None), ep("1.1.1.2:80", None)],
+        ),
+        ("b".to_owned(), vec![ep("2.2.2.2:80", None)]),
+    ]);
+    let new = BTreeMap::from([
+        (
+            "a".to_owned(),
+            vec![ep("1.1.1.2:80", Some(5)), ep("1.1.1.3:80", None)],
+        ),
+        ("b".to_owned(), vec![ep("2.2.2.2:80", None)]),
+    ]);
+    let d = endpoint_deltas(&old, &new);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        d["a"].upserted,
+        vec![ep("1.1.1.2:80", Some(5)), ep("1.1.1.3:80", None)]
+    );
+    assert_eq!(d["a"].removed, vec!["1.1.1.1:80".to_owned()]);
+}

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod balancing;
+mod control;
 mod http_proxy;
 mod peers;
 mod reload;

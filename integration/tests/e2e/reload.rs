@@ -1,63 +1,13 @@
 //! Live reconfiguration: reloads under load lose nothing; bad files are rejected whole and the
 //! old configuration keeps serving; listeners come and go; pools survive route changes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use remora_integration::load::Load;
 use remora_integration::peers::curl;
 use remora_integration::{Remora, Upstream, eventually};
 
 use crate::sidecar_yaml;
-
-/// A client that sends requests on fresh and kept-alive connections until stopped, counting
-/// failures (anything but a 200 from an upstream).
-fn load(
-    url: String,
-) -> (
-    Arc<AtomicBool>,
-    Arc<AtomicUsize>,
-    Arc<AtomicUsize>,
-    std::thread::JoinHandle<()>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
-    let t = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
-            let deadline = std::time::Instant::now() + Duration::from_secs(120);
-            while !s.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                let req = http::Request::get(url.as_str())
-                    .header("host", "orders.svc")
-                    .body(http_body_util::Empty::new())
-                    .expect("request");
-                match client.request(req).await {
-                    Ok(r) if r.status() == 200 && r.headers().contains_key("x-upstream") => {
-                        let _ = http_body_util::BodyExt::collect(r.into_body()).await;
-                        o.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => {
-                        eprintln!("failed request: {} {:?}", r.status(), r.headers());
-                        f.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        eprintln!("failed request: {e:?}");
-                        f.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            }
-        });
-    });
-    (stop, ok, failed, t)
-}
 
 #[test]
 fn hundred_reloads_under_load_fail_no_request() {
@@ -65,23 +15,14 @@ fn hundred_reloads_under_load_fail_no_request() {
     let b = Upstream::start("b");
     let remora = Remora::start(&sidecar_yaml("v0", &[&a], ""));
     let url = format!("{}/echo", remora.url("out"));
-    let (stop, ok, failed, t) = load(url);
-    eventually("first requests", Duration::from_secs(10), || {
-        (ok.load(Ordering::SeqCst) > 10).then_some(())
-    });
+    let load = Load::start(url, "orders.svc");
+    load.wait_for(10);
     for i in 1..=100 {
         let ups: Vec<&Upstream> = if i % 2 == 0 { vec![&a, &b] } else { vec![&b] };
         remora.reload(&sidecar_yaml(&format!("v{i}"), &ups, ""), &format!("v{i}"));
     }
-    let before = ok.load(Ordering::SeqCst);
-    eventually(
-        "requests after the last reload",
-        Duration::from_secs(10),
-        || (ok.load(Ordering::SeqCst) > before + 10).then_some(()),
-    );
-    stop.store(true, Ordering::SeqCst);
-    t.join().expect("load thread");
-    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    load.wait_for(10);
+    let (ok, failed) = load.stop();
     println!("100 reloads: {ok} requests succeeded, {failed} failed");
     assert_eq!(failed, 0, "{ok} ok");
     assert!(a.requests() > 0 && b.requests() > 0);

@@ -169,6 +169,34 @@ proptest! {
         }
     }
 
+    /// A valid CONFIG update with bytes flipped, inserted or cut off (what a buggy or
+    /// hostile control plane could send): never a panic; whatever is accepted validates.
+    #[test]
+    fn mutated_config_updates_never_panic(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = config_update("v2").encode_to_vec();
+        for (at, byte, op) in edits {
+            let i = at.index(bytes.len());
+            match op {
+                0 => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                _ => { bytes.remove(i); }
+            }
+            if bytes.is_empty() { break; }
+        }
+        let keep = cut.index(bytes.len() + 1);
+        bytes.truncate(keep.max(bytes.len() / 2));
+        if let Ok(update) = Update::decode(bytes.as_slice()) {
+            for current in [Some(&base()), None] {
+                if let Ok(next) = prepare(&update, current) {
+                    prop_assert!(remora_control_api::validate(&next.config).is_ok());
+                }
+            }
+        }
+    }
+
     /// Well-formed but hostile endpoint updates: never a panic, and an accepted result is
     /// always a configuration that validates.
     #[test]

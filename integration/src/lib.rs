@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod control;
+pub mod demo;
 pub mod load;
 pub mod peers;
 pub mod poll;

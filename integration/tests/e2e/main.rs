@@ -6,6 +6,7 @@
 mod bad_input;
 mod balancing;
 mod control;
+mod demo;
 mod http_proxy;
 mod peers;
 mod reload;

@@ -229,7 +229,10 @@ pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     let status = build
         .status()
         .map_err(|e| anyhow::anyhow!("cannot run cargo to build remora: {e}"))?;
-    anyhow::ensure!(status.success(), "building remora and remora-control failed");
+    anyhow::ensure!(
+        status.success(),
+        "building remora and remora-control failed"
+    );
     Ok((dir.join("remora"), dir.join("remora-control")))
 }
 

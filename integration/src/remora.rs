@@ -216,26 +216,38 @@ impl Remora {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Sends SIGTERM and waits for exit (bounded); returns the exit code.
-    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+    /// Sends `signal` (e.g. "TERM", "INT") without waiting.
+    pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status();
+    }
+
+    /// Waits for exit (bounded); returns the exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         eventually("remora to exit", within, || {
             self.child.try_wait().ok().flatten()
         })
         .code()
     }
 
-    /// Peak resident memory (VmHWM) in KiB.
+    /// Sends SIGTERM and waits for exit (bounded); returns the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        self.signal("TERM");
+        self.wait_exit(within)
+    }
+
+    /// Peak resident memory (VmHWM) in KiB; panics if it cannot be read, so that a memory
+    /// bound can never pass by default.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+            .filter(|kib| *kib > 0)
+            .expect("VmHWM in /proc/PID/status")
     }
 }
 

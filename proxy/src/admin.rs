@@ -56,7 +56,12 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" => {
-            if proxy.ready.load(Ordering::Acquire) {
+            if proxy.draining.load(Ordering::Acquire) {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: shutting down, draining connections\n",
+                )
+            } else if proxy.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(
@@ -107,11 +112,49 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
                 .collect();
             json(&serde_json::Value::Object(map))
         }
+        "/clusters" => json(&clusters(proxy)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live /ready /metrics /config /listeners\n",
+            "not found; try /live /ready /metrics /config /listeners /clusters\n",
         ),
     }
+}
+
+/// Every cluster's endpoints with their live balancing state: weight, requests in flight,
+/// the peak-EWMA latency estimate and idle pooled connections.
+fn clusters(proxy: &Proxy) -> serde_json::Value {
+    let snap = proxy.snapshot.load();
+    let now = std::time::Instant::now();
+    let mut names: Vec<_> = snap.clusters.keys().collect();
+    names.sort();
+    let map: serde_json::Map<String, serde_json::Value> = names
+        .into_iter()
+        .filter_map(|name| snap.clusters.get(name).map(|c| (name, c)))
+        .map(|(name, c)| {
+            let endpoints: Vec<serde_json::Value> = c
+                .endpoints
+                .iter()
+                .zip(&c.cluster.endpoints)
+                .map(|(state, configured)| {
+                    serde_json::json!({
+                        "address": state.address.to_string(),
+                        "weight": configured.weight,
+                        "pending": state.load.pending(),
+                        "ewmaMs": state.load.rtt_estimate(now) / 1e6,
+                        "idleConnections": state.pool.idle_count(),
+                    })
+                })
+                .collect();
+            (
+                name.to_string(),
+                serde_json::json!({
+                    "lbPolicy": format!("{:?}", c.cluster.lb),
+                    "endpoints": endpoints,
+                }),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(map)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -67,6 +67,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     tokio::spawn(evict_idle(proxy.clone()));
 
     shutdown_signal().await;
+    proxy
+        .draining
+        .store(true, std::sync::atomic::Ordering::Release);
     let drain_timeout = proxy.snapshot.load().drain_timeout;
     tracing::info!(?drain_timeout, "shutting down: draining connections");
     proxy

@@ -21,6 +21,8 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// True once a configuration is applied and its listeners are bound.
     pub ready: AtomicBool,
+    /// True from the shutdown signal on: `/ready` answers 503 so load balancers stop sending.
+    pub draining: AtomicBool,
     /// Every downstream connection task, so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// Touched only by the (serialised) apply path and shutdown.
@@ -36,6 +38,7 @@ impl Proxy {
             registry: Registry::default(),
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             listeners: Mutex::new(ListenerManager::default()),
             control: Mutex::new(None),

@@ -62,14 +62,18 @@ impl EndpointLoad {
         self.observe(rtt, now);
     }
 
-    /// Records a latency sample. Races between concurrent updates lose a sample at worst.
+    /// Records a latency sample: a sample above the current estimate replaces it (peak);
+    /// otherwise the estimate moves toward it by the weight of the time since the last
+    /// update, `e' = e·w + s·(1−w)` with `w = exp(−elapsed/decay)`. Races between concurrent
+    /// updates lose a sample at worst.
     pub fn observe(&self, rtt: Duration, now: Instant) {
         let sample = rtt.as_nanos() as f64;
         let (current, w) = self.decayed(now);
         let next = if sample > current {
             sample
         } else {
-            current * w + sample * (1.0 - w)
+            // `current` is already the stored estimate times `w`.
+            current + sample * (1.0 - w)
         };
         self.rtt.store(next.to_bits(), Ordering::Relaxed);
         self.updated.store(nanos(now), Ordering::Relaxed);
@@ -118,7 +122,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(10);
         l.observe(Duration::from_millis(10), t1);
         let e = l.rtt_estimate(t1) / MS;
-        let expected = 500.0 * (-1f64).exp() * (-1f64).exp() + 10.0 * (1.0 - (-1f64).exp());
+        let expected = 500.0 * (-1f64).exp() + 10.0 * (1.0 - (-1f64).exp());
         assert!((e - expected).abs() < 1.0, "{e} vs {expected}");
         // Idle time lets the estimate fall, so a once-slow endpoint is tried again.
         assert!(l.rtt_estimate(t1 + Duration::from_secs(60)) < MS);

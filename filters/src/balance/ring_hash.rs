@@ -7,7 +7,9 @@ use remora_control_api::cluster::Endpoint;
 use crate::hash::{hash64, mix};
 
 const POINTS_PER_WEIGHT: u64 = 160;
-const MAX_POINTS_PER_ENDPOINT: u64 = 1 << 16;
+/// Most points on one ring (16 bytes each: 4 MiB). Past it, points per unit of weight shrink
+/// for every endpoint alike, so weight ratios hold.
+const MAX_RING_POINTS: u64 = 1 << 18;
 
 #[derive(Debug)]
 pub struct Ring {
@@ -27,9 +29,14 @@ impl Ring {
         } else {
             min_per_weight.next_power_of_two()
         };
-        let mut points = Vec::with_capacity((total * per_weight).min(1 << 20) as usize);
+        let scale = if total * per_weight > MAX_RING_POINTS {
+            MAX_RING_POINTS as f64 / total as f64
+        } else {
+            per_weight as f64
+        };
+        let mut points = Vec::with_capacity((total * per_weight).min(MAX_RING_POINTS) as usize);
         for (i, e) in endpoints.iter().enumerate() {
-            let share = (per_weight * u64::from(e.weight.max(1))).min(MAX_POINTS_PER_ENDPOINT);
+            let share = ((f64::from(e.weight.max(1)) * scale).round() as u64).max(1);
             // Points derive from the address, not the index: stable across reorderings.
             let base = hash64(e.address.to_string().as_bytes());
             for k in 0..share {
@@ -104,5 +111,16 @@ mod tests {
             .filter(|k| ring.lookup(hash64(&k.to_le_bytes())) == 1)
             .count();
         assert!((5400..6600).contains(&heavy), "{heavy}");
+    }
+
+    #[test]
+    fn large_weight_ratios_hold_and_the_ring_stays_bounded() {
+        let mut e = eps(2, 1);
+        e[1].weight = 5000;
+        let ring = Ring::new(&e, 1024);
+        assert!(ring.points.len() as u64 <= MAX_RING_POINTS + 2);
+        let light = ring.points.iter().filter(|(_, i)| *i == 0).count() as f64;
+        let heavy = ring.points.iter().filter(|(_, i)| *i == 1).count() as f64;
+        assert!((heavy / light - 5000.0).abs() < 100.0, "{heavy} / {light}");
     }
 }

@@ -23,6 +23,11 @@ impl Weighted {
         }
     }
 
+    /// All weights equal (draws are then plain uniform).
+    pub(crate) fn is_uniform(&self) -> bool {
+        self.uniform
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.cumulative.len()
     }
@@ -36,19 +41,6 @@ impl Weighted {
         let total = self.cumulative[n - 1];
         let x = fastrand::u64(..total);
         self.cumulative.partition_point(|&c| c <= x)
-    }
-}
-
-impl Weighted {
-    /// The weight of endpoint `i` as a float (1.0 when out of range).
-    pub(crate) fn weight(&self, i: usize) -> f64 {
-        let hi = self.cumulative.get(i).copied().unwrap_or(1);
-        let lo = if i == 0 {
-            0
-        } else {
-            self.cumulative.get(i - 1).copied().unwrap_or(0)
-        };
-        hi.saturating_sub(lo).max(1) as f64
     }
 }
 

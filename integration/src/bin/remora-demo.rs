@@ -88,11 +88,15 @@ async fn run() -> anyhow::Result<()> {
         children.spawn(service, cmd, &logs.join(format!("sidecar-{service}.log")))?;
     }
     for (service, _, _, admin) in PORTS.sidecars {
-        let ready =
-            tokio::task::spawn_blocking(move || demo::wait_ready(local(admin), Duration::from_secs(20)))
-                .await?;
+        let ready = tokio::task::spawn_blocking(move || {
+            demo::wait_ready(local(admin), Duration::from_secs(20))
+        })
+        .await?;
         if let Some((name, status)) = children.exited() {
-            anyhow::bail!("{name} exited ({status}); see its log in {}", logs.display());
+            anyhow::bail!(
+                "{name} exited ({status}); see its log in {}",
+                logs.display()
+            );
         }
         anyhow::ensure!(
             ready,

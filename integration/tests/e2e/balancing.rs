@@ -103,6 +103,37 @@ fn ring_hash_keeps_a_key_on_one_endpoint() {
 }
 
 #[test]
+fn ring_hash_on_the_client_address_keeps_each_client_on_one_endpoint() {
+    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::start(&format!("u{i}"))).collect();
+    let o = Upstream::start("o");
+    let refs: Vec<(&Upstream, u32)> = ups.iter().map(|u| (u, 1)).collect();
+    let remora = Remora::start(&yaml(
+        "v1",
+        "lbPolicy: RING_HASH\n    ringHash: { sourceIp: true }",
+        &refs,
+        &o,
+    ));
+    // Every 127.0.0.0/8 address is local on Linux: each --interface is another client IP.
+    let url = format!("{}/", remora.url("out"));
+    let mut seen = std::collections::HashSet::new();
+    for client in 2..14 {
+        let ip = format!("127.0.0.{client}");
+        let mut args = vec!["-s", "-o", "/dev/null", "-D", "-", "--interface", &ip];
+        args.extend(std::iter::repeat_n(url.as_str(), 5));
+        let got: Vec<String> = curl(&args)
+            .0
+            .lines()
+            .filter_map(|l| l.strip_prefix("x-upstream: "))
+            .map(|s| s.trim().to_owned())
+            .collect();
+        assert_eq!(got.len(), 5, "{ip}");
+        assert!(got.iter().all(|s| *s == got[0]), "{ip} moved: {got:?}");
+        seen.insert(got[0].clone());
+    }
+    assert!(seen.len() >= 2, "clients spread over endpoints: {seen:?}");
+}
+
+#[test]
 fn p2c_peak_ewma_avoids_a_slow_endpoint_across_a_reload() {
     let slow = Upstream::slow("slow", Duration::from_millis(150));
     let fast = Upstream::start("fast");
@@ -115,12 +146,29 @@ fn p2c_peak_ewma_avoids_a_slow_endpoint_across_a_reload() {
     // and address), so P2C sends (almost) everything to the fast one; round robin would send
     // half to each.
     remora.reload(&yaml("v2", "", &[(&slow, 1), (&fast, 1)], &o), "v2");
+    let estimate = |addr: std::net::SocketAddr| {
+        let (_, body) = remora.admin_get("/clusters");
+        let v = crate::json(&body);
+        v["c"]["endpoints"]
+            .as_array()
+            .and_then(|eps| eps.iter().find(|e| e["address"] == addr.to_string()))
+            .and_then(|e| e["ewmaMs"].as_f64())
+            .expect("endpoint in /clusters")
+    };
+    // The estimate learnt before the swap is still there (a reset would show 30 ms).
+    let kept = estimate(slow.addr);
+    assert!(
+        kept > 100.0,
+        "slow endpoint estimate after the reload: {kept} ms"
+    );
     let got = servers(&url, 20, None);
     assert_eq!(got.len(), 20);
-    assert!(
-        count(&got, "slow") <= 1,
+    assert_eq!(
+        count(&got, "slow"),
+        0,
         "P2C over peak EWMA should avoid the slow endpoint: {got:?}"
     );
+    assert!(estimate(fast.addr) < 30.0);
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod bad_input;
 mod balancing;
 mod control;
 mod demo;
+mod errors;
 mod http_proxy;
 mod peers;
 mod reload;

@@ -48,7 +48,11 @@ fn parse_args() -> Result<Args> {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let list = |v: &str| -> Result<Vec<usize>> {
             v.split(',')
-                .map(|n| n.trim().parse::<usize>().map_err(|e| format!("{flag}: {e}").into()))
+                .map(|n| {
+                    n.trim()
+                        .parse::<usize>()
+                        .map_err(|e| format!("{flag}: {e}").into())
+                })
                 .collect()
         };
         match flag.as_str() {
@@ -57,7 +61,11 @@ fn parse_args() -> Result<Args> {
             "--rounds" => a.rounds = value.parse()?,
             "--bin-dir" => a.bin_dir = value.into(),
             "--out" => a.out = Some(value.into()),
-            other => return Err(format!("unknown flag {other}; see the header of control_bench.rs").into()),
+            other => {
+                return Err(
+                    format!("unknown flag {other}; see the header of control_bench.rs").into(),
+                );
+            }
         }
     }
     Ok(a)
@@ -81,7 +89,10 @@ impl Proc {
         let (tx, rx) = std::sync::mpsc::channel();
         let wanted = ready_message.to_owned();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
                 if line.contains(&wanted) {
                     let _ = tx.send(line);
                 }
@@ -91,7 +102,11 @@ impl Proc {
             .recv_timeout(Duration::from_secs(30))
             .map_err(|_| format!("no {ready_message:?} log line"))?;
         let v: serde_json::Value = serde_json::from_str(&line)?;
-        let fields = if v.get("fields").is_some() { v["fields"].clone() } else { v };
+        let fields = if v.get("fields").is_some() {
+            v["fields"].clone()
+        } else {
+            v
+        };
         Ok(Self { child, fields })
     }
 
@@ -165,7 +180,9 @@ async fn simulated_proxy(
     acked: mpsc::UnboundedSender<(usize, String)>,
     id: usize,
 ) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(url)?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
     let mut client = ControlClient::new(channel).max_decoding_message_size(16 << 20);
     let (tx, rx) = mpsc::channel(4);
     tx.send(ProxyMessage {
@@ -213,13 +230,17 @@ async fn push_latency(bin_dir: &Path, proxies: usize, rounds: usize) -> Result<P
     let (grpc, api) = (cp.addr("grpc")?, cp.addr("api")?);
     let idle = cp.rss_kib();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // Set before the control plane is stopped: streams breaking after that are expected.
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
     let mut latest: Vec<String> = vec![String::new(); proxies];
     for id in 0..proxies {
-        let tx = tx.clone();
+        let (tx, finished) = (tx.clone(), finished.clone());
         tokio::spawn(async move {
-            if let Err(e) =
-                simulated_proxy(format!("http://{grpc}"), format!("sim-{id}"), tx, id).await
+            let result =
+                simulated_proxy(format!("http://{grpc}"), format!("sim-{id}"), tx, id).await;
+            if let Err(e) = result
+                && !finished.load(std::sync::atomic::Ordering::SeqCst)
             {
                 eprintln!("sim-{id}: {e}");
             }
@@ -239,6 +260,7 @@ async fn push_latency(bin_dir: &Path, proxies: usize, rounds: usize) -> Result<P
         wait_all(&mut rx, &mut latest, |v| *v != before).await?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
+    finished.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     Ok(PushResult {
@@ -369,7 +391,9 @@ fn main() -> Result<()> {
             r.proxies, r.median_ms, r.max_ms, r.cp_kib_per_proxy
         );
     }
-    println!("\n| services in the mesh | proxy RSS (uses 5) | clusters it holds | control-plane RSS |");
+    println!(
+        "\n| services in the mesh | proxy RSS (uses 5) | clusters it holds | control-plane RSS |"
+    );
     println!("|---:|---:|---:|---:|");
     for r in &sizes {
         println!(
@@ -383,7 +407,10 @@ fn main() -> Result<()> {
     if let Some(out) = args.out {
         std::fs::create_dir_all(&out)?;
         let doc = serde_json::json!({ "push": push, "meshSize": sizes });
-        std::fs::write(out.join("control.json"), serde_json::to_string_pretty(&doc)?)?;
+        std::fs::write(
+            out.join("control.json"),
+            serde_json::to_string_pretty(&doc)?,
+        )?;
     }
     Ok(())
 }

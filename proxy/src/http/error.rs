@@ -26,6 +26,8 @@ pub enum ProxyError {
     ListenerGone(std::sync::Arc<str>),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("CONNECT is not supported: Remora proxies requests, not tunnels")]
+    ConnectNotSupported,
 }
 
 impl ProxyError {
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::Timeout(_) => "request-timeout",
             ProxyError::ListenerGone(_) => "listener-draining",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::ConnectNotSupported => "connect-not-supported",
         }
     }
 
@@ -52,6 +55,7 @@ impl ProxyError {
             ProxyError::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ConnectNotSupported => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -60,6 +64,13 @@ impl ProxyError {
         *rsp.status_mut() = self.status();
         let h = rsp.headers_mut();
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
+        if matches!(self, ProxyError::ConnectNotSupported) {
+            // RFC 9110 15.5.6: a 405 lists the methods that are allowed.
+            h.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"),
+            );
+        }
         h.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -74,10 +74,16 @@ fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
     rsp
 }
 
+/// Latency recorded for a request whose connection could not be had (refused, timed out,
+/// handshake failed): the balancer then steers around the endpoint, and the estimate decays
+/// back so that it is tried again later (outlier ejection is the stronger tool).
+pub const FAILED_CONNECT_RTT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Ends the endpoint's in-flight count and records latency when dropped, whatever happened.
 struct InFlight {
     endpoint: Arc<EndpointState>,
     start: Instant,
+    connect_failed: bool,
 }
 
 impl InFlight {
@@ -86,6 +92,7 @@ impl InFlight {
         Self {
             endpoint,
             start: Instant::now(),
+            connect_failed: false,
         }
     }
 }
@@ -93,9 +100,11 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let now = Instant::now();
-        self.endpoint
-            .load
-            .finish(now.duration_since(self.start), now);
+        let mut rtt = now.duration_since(self.start);
+        if self.connect_failed {
+            rtt = rtt.max(FAILED_CONNECT_RTT);
+        }
+        self.endpoint.load.finish(rtt, now);
     }
 }
 
@@ -153,12 +162,20 @@ async fn forward(
         max_idle: c.max_idle_per_endpoint as usize,
         metrics: &cluster.metrics,
     };
-    let in_flight = InFlight::new(endpoint.clone());
+    let mut in_flight = InFlight::new(endpoint.clone());
     let result = if version == Version::HTTP_2 {
-        let mut sender = endpoint.pool.http2(params).await?;
+        let mut sender = endpoint
+            .pool
+            .http2(params)
+            .await
+            .inspect_err(|_| in_flight.connect_failed = true)?;
         sender.send_request(req).await
     } else {
-        let mut sender = endpoint.pool.http1(params).await?;
+        let mut sender = endpoint
+            .pool
+            .http1(params)
+            .await
+            .inspect_err(|_| in_flight.connect_failed = true)?;
         let r = sender.send_request(req).await;
         if r.is_ok() && !upgrade {
             endpoint.pool.release(sender, params.max_idle);

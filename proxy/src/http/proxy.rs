@@ -54,6 +54,9 @@ pub async fn handle(
     let mut cluster_label = none;
 
     let result = async {
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::ConnectNotSupported);
+        }
         let listener = snapshot
             .listeners
             .get(&conn.listener)

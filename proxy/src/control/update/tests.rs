@@ -157,8 +157,17 @@ fn contradictory_and_unknown_updates_name_the_field() {
     );
 }
 
+/// Cases per property: 4,000 in the test suite; `PROPTEST_CASES=N` runs a longer fuzz.
+fn fuzz_config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    ProptestConfig::with_cases(cases)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+    #![proptest_config(fuzz_config())]
 
     /// Any bytes on the wire: decoding may fail, but decode-and-prepare never panics.
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Paths: `/status/N` answers N; `/delay/MS` waits first; `/bytes/N` streams N bytes;
 //! `/trailers` ends with trailers; `/reset` sends part of a body then breaks the stream;
-//! anything else echoes the request (method, path, version, headers, body length) as JSON.
+//! anything else echoes the request (method, path, version, headers, body length, trailers)
+//! as JSON.
 //! Request bodies are counted as they stream, never buffered.
 
 use std::convert::Infallible;
@@ -227,9 +228,20 @@ async fn echo(req: Request<Incoming>, name: &str) -> Response<Body> {
     let (parts, mut body) = req.into_parts();
     let mut length = 0usize;
     let mut aborted = false;
+    let mut trailers = serde_json::Map::new();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(f) => length += f.data_ref().map_or(0, Bytes::len),
+            Ok(f) => {
+                length += f.data_ref().map_or(0, Bytes::len);
+                if let Some(t) = f.trailers_ref() {
+                    for (k, v) in t {
+                        trailers.insert(
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                        );
+                    }
+                }
+            }
             Err(_) => {
                 aborted = true;
                 break;
@@ -255,6 +267,7 @@ async fn echo(req: Request<Incoming>, name: &str) -> Response<Body> {
         "headers": headers,
         "bodyLength": length,
         "bodyAborted": aborted,
+        "trailers": trailers,
     });
     let mut r = Response::new(full(v.to_string()));
     r.headers_mut().insert(

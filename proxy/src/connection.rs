@@ -61,6 +61,18 @@ pub async fn serve(
         .await
         .unwrap_or(Ok(Detected::Closed)),
     };
+    if matches!(detected, Ok(Detected::Http2))
+        && !crate::detect::settings_first(&mut stream, &mut buf, HTTP_FIRST_BYTES_TIMEOUT)
+            .await
+            .unwrap_or(false)
+    {
+        tracing::debug!(%listener, "HTTP/2 client's first frame is not SETTINGS; closing");
+        let _ =
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &crate::detect::GOAWAY_PROTOCOL_ERROR)
+                .await;
+        active.dec();
+        return;
+    }
     let io = PrefixedIo::new(buf, stream);
     let conn = Arc::new(ConnInfo {
         listener: listener.clone(),

@@ -111,6 +111,34 @@ pub async fn detect<I: AsyncRead + Unpin>(
     }
 }
 
+/// GOAWAY (last stream 0, PROTOCOL_ERROR): the answer to a client whose first frame after
+/// the preface is not SETTINGS.
+pub const GOAWAY_PROTOCOL_ERROR: [u8; 17] = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const SETTINGS_FRAME_TYPE: u8 = 0x4;
+
+/// RFC 9113 3.4: after the preface the client's first frame must be SETTINGS. With the
+/// preface in `buf`, reads (bounded by `within`) until the next frame header is there and
+/// says whether it is SETTINGS. `Ok(false)` also for a client that goes silent or closes.
+pub async fn settings_first<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    within: Duration,
+) -> std::io::Result<bool> {
+    let header_end = H2_PREFACE.len() + 9;
+    let read_header = async {
+        while buf.len() < header_end {
+            buf.reserve(4096);
+            if io.read_buf(buf).await? == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(buf[H2_PREFACE.len() + 3] == SETTINGS_FRAME_TYPE)
+    };
+    tokio::time::timeout(within, read_header)
+        .await
+        .unwrap_or(Ok(false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,27 @@ fn good_config_validates() {
 }
 
 #[test]
+fn defaults_match_the_documentation() {
+    let c = validate(&from_yaml(GOOD).expect("parses")).expect("valid");
+    let db = &c.listeners[1];
+    assert_eq!(
+        db.detect_timeout,
+        std::time::Duration::from_secs(1),
+        "AUTO detection gives up after 1 s by default"
+    );
+    assert_eq!(c.admin, "127.0.0.1:9901".parse().expect("addr"));
+    assert_eq!(c.drain_timeout, std::time::Duration::from_secs(10));
+    let db_cluster = &c.clusters[1];
+    assert_eq!(
+        db_cluster.connect_timeout,
+        std::time::Duration::from_secs(1)
+    );
+    assert_eq!(db_cluster.idle_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(db_cluster.max_idle_per_endpoint, 64);
+    assert_eq!(db_cluster.endpoints[0].weight, 1);
+}
+
+#[test]
 fn round_trips_through_canonical_json() {
     let proto = from_yaml(GOOD).expect("parses");
     let json = serde_json::to_string(&proto).expect("serializes");

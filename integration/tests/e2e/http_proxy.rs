@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use remora_integration::peers::curl;
-use remora_integration::{Remora, Upstream};
+use remora_integration::{Remora, Upstream, eventually};
 
 use crate::{json, sidecar_yaml};
 
@@ -199,8 +199,9 @@ fn malformed_request_gets_400_and_proxy_keeps_serving() {
         let _ = s.read_to_end(&mut buf);
         let text = String::from_utf8_lossy(&buf);
         assert!(
-            text.is_empty() || text.starts_with("HTTP/1.1 400"),
-            "{text}"
+            text.starts_with("HTTP/1.1 400"),
+            "{:?} got {text:?}",
+            String::from_utf8_lossy(garbage)
         );
     }
     let (out, _, ok) = curl(&[
@@ -240,6 +241,22 @@ fn client_disconnect_mid_body_and_upstream_reset_mid_response() {
         assert!(!err.is_empty());
     }
     assert!(remora.alive());
+    // Every aborted exchange was cleaned up: no downstream connection is left open.
+    eventually(
+        "downstream connections closed",
+        Duration::from_secs(10),
+        || {
+            (remora.metric_sum(
+                "remora_downstream_connections_active",
+                &["listener=\"out\""],
+            ) == 0.0)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        remora.metric_sum("remora_downstream_connections_total", &["listener=\"out\""]),
+        22.0
+    );
     let (out, _, ok) = curl(&[
         "-H",
         "Host: orders.svc",

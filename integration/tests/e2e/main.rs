@@ -4,12 +4,14 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod bad_input;
+mod cli;
 mod balancing;
 mod control;
 mod demo;
 mod errors;
 mod http_proxy;
 mod peers;
+mod protocols;
 mod reload;
 mod shutdown;
 mod tcp;

@@ -58,10 +58,6 @@ fn hostile_http2_peers_do_not_take_the_proxy_down() {
 /// malformed frame through to an upstream. The test fails if this list goes stale either way.
 const H2_KNOWN_DEVIATIONS: &[(&str, &str)] = &[
     (
-        "3.4/3",
-        "h2 accepts PING before the client's first SETTINGS",
-    ),
-    (
         "8.3/5",
         "h2 drops pseudo-header fields in trailers instead of resetting",
     ),
@@ -175,4 +171,57 @@ fn http2_conformance_rfc9113_and_hpack() {
         "now passing, remove from H2_KNOWN_DEVIATIONS: {fixed:?}"
     );
     assert!(remora.alive());
+}
+
+/// The conformance checker is only worth its verdicts if a known-good implementation passes
+/// it in full: HAProxy, a strict HTTP/2 implementation, does (the checker exits 0).
+#[test]
+fn the_http2_checker_passes_haproxy_in_full() {
+    let up = remora_integration::Upstream::start("web");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n    maxconn 1024\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nfrontend fe\n    bind 127.0.0.1:{port} proto h2\n    default_backend be\nbackend be\n    server s1 {}\n",
+            up.addr
+        ),
+    )
+    .expect("write haproxy.cfg");
+    let mut haproxy = std::process::Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (installed by .ci/install-tools)");
+    remora_integration::eventually(
+        "haproxy listening",
+        std::time::Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+    let run = remora_integration::peers::run(
+        std::process::Command::new(remora_integration::peers::python())
+            .arg(remora_integration::peers::peer_script("h2_conformance.py"))
+            .args([
+                "--target",
+                &format!("127.0.0.1:{port}"),
+                "--authority",
+                "web.svc",
+            ]),
+    );
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    let out = String::from_utf8_lossy(&run.stdout);
+    let summary = out.lines().last().unwrap_or_default();
+    assert!(
+        run.status.success(),
+        "HAProxy should pass every case ({summary}):\n{out}"
+    );
+    assert!(summary.contains(" passed, 0 failed"), "{summary}");
 }

@@ -87,18 +87,52 @@ fn listeners_are_added_and_removed_and_pools_survive_route_changes() {
         conns,
         "upstream connections were reused across the reload"
     );
-    // Remove the AUTO listener: its port stops accepting; `out` keeps serving.
+    // Add a listener: bound and serving after the reload, with a newer load time.
+    let loaded = |r: &Remora| crate::json(&r.admin_get("/config").1)["loadedAt"].as_f64();
+    let before = loaded(&remora).expect("loadedAt");
+    let with_extra = sidecar_yaml("v3", &[&a], extra)
+        .replace("timeout: 0.5s", "timeout: 5s")
+        .replace(
+        "listeners:\n",
+        "listeners:\n  - { name: extra, address: \"127.0.0.1:0\", protocol: HTTP, routeTable: main }\n",
+    );
+    remora.reload(&with_extra, "v3");
+    assert!(loaded(&remora).expect("loadedAt") > before);
+    let (out, _, ok) = curl(&[
+        "-H",
+        "Host: orders.svc",
+        &format!("{}/echo", remora.url("extra")),
+    ]);
+    assert!(ok && out.contains("\"server\":\"a\""), "{out}");
+    // Remove the AUTO listener while a request on it is in flight: the request completes,
+    // the port stops accepting, `out` keeps serving.
     let auto = remora.addr("auto");
-    let without_auto = sidecar_yaml("v3", &[&a], "")
+    let served = a.requests();
+    let inflight = std::thread::spawn(move || {
+        curl(&[
+            "-H",
+            "Host: orders.svc",
+            &format!("http://{auto}/delay/800"),
+        ])
+    });
+    eventually("request in flight on auto", Duration::from_secs(5), || {
+        (a.requests() > served).then_some(())
+    });
+    let without_auto = sidecar_yaml("v4", &[&a], "")
         .lines()
         .filter(|l| !l.contains("name: auto"))
         .collect::<Vec<_>>()
         .join("\n");
-    remora.reload(&without_auto, "v3");
+    remora.reload(&without_auto, "v4");
     eventually("auto listener closed", Duration::from_secs(5), || {
         std::net::TcpStream::connect(auto).is_err().then_some(())
     });
     assert!(!remora.listeners().contains_key("auto"));
+    let (out, err, ok) = inflight.join().expect("in-flight client");
+    assert!(
+        ok && out.contains("delayed"),
+        "the drained request completes: {out}{err}"
+    );
     let (_, _, ok) = curl(&["-H", "Host: orders.svc", &url]);
     assert!(ok);
 }

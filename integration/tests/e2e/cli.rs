@@ -41,8 +41,16 @@ fn logs_of(format: &str, rust_log: &str) -> String {
     });
     assert!(status.success(), "{status}");
     let mut text = String::new();
-    let _ = child.stdout.take().expect("stdout").read_to_string(&mut text);
-    let _ = child.stderr.take().expect("stderr").read_to_string(&mut text);
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut text);
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut text);
     text
 }
 

@@ -4,8 +4,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod bad_input;
-mod cli;
 mod balancing;
+mod cli;
 mod control;
 mod demo;
 mod errors;

@@ -42,6 +42,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         start_from_cache(&sources, control);
     }
 
+    // Watch before the admin server answers /ready, so that whoever waits for readiness and
+    // then edits the file is never missed.
+    let _watcher = match (&options.config, file_text) {
+        (Some(path), Some(text)) => Some(
+            crate::watch::spawn(sources.clone(), path.clone(), text)
+                .context("cannot watch the configuration file")?,
+        ),
+        _ => None,
+    };
+
     let admin_addr = options.admin.unwrap_or(proxy.snapshot.load().admin);
     let admin = tokio::net::TcpListener::bind(admin_addr)
         .await
@@ -54,13 +64,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         stop_admin.clone(),
     ));
 
-    let _watcher = match (&options.config, file_text) {
-        (Some(path), Some(text)) => Some(
-            crate::watch::spawn(sources.clone(), path.clone(), text)
-                .context("cannot watch the configuration file")?,
-        ),
-        _ => None,
-    };
     if let Some(control) = options.control.clone() {
         tokio::spawn(crate::control::client::run(sources.clone(), control));
     }

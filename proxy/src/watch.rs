@@ -39,6 +39,9 @@ pub fn spawn(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    // One look now: a change made between the first read and the watch is not lost (the
+    // loop skips content equal to what is applied).
+    let _ = tx.try_send(());
     tokio::spawn(sighup(tx));
     tokio::spawn(reload_loop(sources, path, applied, rx));
     Ok(watcher)

@@ -166,3 +166,39 @@ fn strip_port_handles_ipv6_and_names() {
     assert_eq!(strip_port("[::1]:8080"), "::1");
     assert_eq!(strip_port("[::1]"), "::1");
 }
+
+#[test]
+fn every_header_and_query_matcher() {
+    let r = router(
+        r#"
+clusters: [{name: c}]
+routeTables:
+  - name: t
+    virtualHosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - { name: h-regex, match: { headers: [{name: x-user, regex: "^u[0-9]+$"}] }, directResponse: { status: 200 } }
+          - { name: h-present, match: { headers: [{name: x-trace, present: true}] }, directResponse: { status: 200 } }
+          - { name: q-exact, match: { queryParams: [{name: v, exact: "2"}] }, directResponse: { status: 200 } }
+          - { name: q-regex, match: { queryParams: [{name: id, regex: "^[a-f0-9]{4}$"}] }, directResponse: { status: 200 } }
+          - { name: q-absent, match: { pathPrefix: /q, queryParams: [{name: skip, absent: true}] }, directResponse: { status: 200 } }
+          - { name: rest, directResponse: { status: 404 } }
+"#,
+    );
+    let route = |uri: &str, headers: &[(&str, &str)]| {
+        pick(&r, "any", Method::GET, uri, headers)
+            .map(|(_, route)| route.to_owned())
+            .expect("a route")
+    };
+    assert_eq!(route("/", &[("x-user", "u42")]), "h-regex");
+    assert_eq!(route("/", &[("x-user", "u42x")]), "rest", "regex is anchored as written");
+    assert_eq!(route("/", &[("x-trace", "")]), "h-present");
+    assert_eq!(route("/?v=2", &[]), "q-exact");
+    assert_eq!(route("/?v=20", &[]), "rest");
+    assert_eq!(route("/?a=1&id=beef", &[]), "q-regex");
+    assert_eq!(route("/?id=beefy", &[]), "rest");
+    assert_eq!(route("/q?x=1", &[]), "q-absent");
+    assert_eq!(route("/q?skip=1", &[]), "rest");
+    assert_eq!(route("/q?skip", &[]), "rest", "a key without a value is present");
+}

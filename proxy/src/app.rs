@@ -116,6 +116,11 @@ fn start_from_cache(sources: &Sources, control: &ControlOptions) {
             match sources.set_dynamic(cached) {
                 Ok(version) => {
                     tracing::info!(%version, dir = %dir.display(), "serving the cached configuration until the control plane answers");
+                    sources.proxy().metrics.set_applied(
+                        "cache",
+                        &config_version,
+                        &endpoints_version,
+                    );
                     crate::control::client::set_status(sources, |s| {
                         s.source = "cache";
                         s.config_version = config_version;

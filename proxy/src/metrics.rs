@@ -64,6 +64,14 @@ pub struct ControlUpdateLabels {
     pub result: &'static str,
 }
 
+/// The versions being served (one series per resource: the old one is removed on change).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AppliedLabels {
+    pub resource: &'static str,
+    pub source: &'static str,
+    pub version: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub direction: &'static str,
@@ -94,6 +102,7 @@ pub struct Metrics {
     pub config_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub control_connected: Gauge,
     pub control_updates: Family<ControlUpdateLabels, Counter>,
+    pub control_applied: Family<AppliedLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -190,6 +199,12 @@ impl Metrics {
             "Control-stream updates by resource and result (ack, nack)",
             control_updates.clone(),
         );
+        let control_applied = Family::default();
+        registry.register(
+            "control_applied_info",
+            "The control-plane versions being served (1), by resource and where they came from (control, cache)",
+            control_applied.clone(),
+        );
         Self {
             registry,
             requests,
@@ -205,6 +220,21 @@ impl Metrics {
             config_last_success,
             control_connected,
             control_updates,
+            control_applied,
+        }
+    }
+
+    /// Records the versions now served from the control plane or its cache.
+    pub fn set_applied(&self, source: &'static str, config: &str, endpoints: &str) {
+        self.control_applied.clear();
+        for (resource, version) in [("config", config), ("endpoints", endpoints)] {
+            self.control_applied
+                .get_or_create(&AppliedLabels {
+                    resource,
+                    source,
+                    version: version.to_owned(),
+                })
+                .set(1);
         }
     }
 

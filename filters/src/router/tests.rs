@@ -192,7 +192,11 @@ routeTables:
             .expect("a route")
     };
     assert_eq!(route("/", &[("x-user", "u42")]), "h-regex");
-    assert_eq!(route("/", &[("x-user", "u42x")]), "rest", "regex is anchored as written");
+    assert_eq!(
+        route("/", &[("x-user", "u42x")]),
+        "rest",
+        "regex is anchored as written"
+    );
     assert_eq!(route("/", &[("x-trace", "")]), "h-present");
     assert_eq!(route("/?v=2", &[]), "q-exact");
     assert_eq!(route("/?v=20", &[]), "rest");
@@ -200,5 +204,9 @@ routeTables:
     assert_eq!(route("/?id=beefy", &[]), "rest");
     assert_eq!(route("/q?x=1", &[]), "q-absent");
     assert_eq!(route("/q?skip=1", &[]), "rest");
-    assert_eq!(route("/q?skip", &[]), "rest", "a key without a value is present");
+    assert_eq!(
+        route("/q?skip", &[]),
+        "rest",
+        "a key without a value is present"
+    );
 }

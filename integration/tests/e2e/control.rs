@@ -90,9 +90,15 @@ fn a_push_reaches_only_affected_proxies_and_a_bad_policy_is_refused() {
     );
     let dir = mesh_dir(&mesh(&[&v1], &v2, &users));
     let cp = ControlPlane::start(dir.path(), None);
-    let web = sidecar(&cp, "web-1", "web", &[]);
+    // web's local file adds a static part: a TCP listener of its own, beside the mesh's.
+    let static_part = format!(
+        "listeners:\n  - {{ name: static-tcp, address: \"127.0.0.1:0\", protocol: TCP, cluster: static-db }}\nclusters:\n  - {{ name: static-db, endpoints: [{{ address: \"{}\" }}] }}\n",
+        users.addr
+    );
+    let web = Remora::start_controlled(&cp.url(), "web-1", "web", Some(&static_part), &[], true);
     let billing = sidecar(&cp, "billing-1", "billing", &[]);
     assert_eq!(served_by(&web, ORDERS), "orders-v1");
+    assert_eq!(served_by(&web, "static-tcp"), "users");
     assert_eq!(served_by(&billing, "outbound-users"), "users");
     assert!(!web.listeners().contains_key("outbound-users"));
     wait_in_sync(&cp, "billing-1");
@@ -119,6 +125,29 @@ fn a_push_reaches_only_affected_proxies_and_a_bad_policy_is_refused() {
     assert_eq!(updates(&billing, "endpoints"), 0.0, "billing got a push");
     assert_eq!(billing.version(), billing_version);
     assert_eq!(updates(&web, "config"), 2.0);
+    assert_eq!(
+        served_by(&web, "static-tcp"),
+        "users",
+        "the file's part stays"
+    );
+    // The version served is in /metrics too, labelled by where it came from.
+    let acked = web_record["ackedConfigVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        web.metric_sum(
+            "remora_control_applied_info",
+            &[
+                "resource=\"config\"",
+                "source=\"control\"",
+                &format!("version=\"{acked}\"")
+            ]
+        ),
+        1.0,
+        "{}",
+        web.metrics()
+    );
 
     // A policy naming a service that does not exist is refused by apply; nothing changes.
     let (ok, out) = cp.apply(
@@ -225,6 +254,13 @@ fn proxies_ride_out_a_control_plane_outage_and_restart_from_cache() {
     );
     restarted.wait_ready();
     assert_eq!(restarted.control_status()["source"], "cache");
+    assert_eq!(
+        restarted.metric_sum(
+            "remora_control_applied_info",
+            &["resource=\"config\"", "source=\"cache\""]
+        ),
+        1.0
+    );
     assert_eq!(served_by(&restarted, ORDERS), "orders-v1");
 
     // The control plane comes back on the same address: both reconnect and are in sync.

@@ -145,6 +145,11 @@ async fn handle(sources: &Sources, opts: &ControlOptions, update: &Update) -> Pr
                 s.endpoints_version.clone_from(&next.endpoints_version);
                 s.last_applied = unix_now();
             });
+            sources.proxy().metrics.set_applied(
+                "control",
+                &next.config_version,
+                &next.endpoints_version,
+            );
             if let Some(dir) = &opts.cache_dir {
                 write_cache(dir.clone(), opts.service.clone(), next).await;
             }

@@ -131,6 +131,10 @@ impl ControlPlane {
             .unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
     }

@@ -21,6 +21,9 @@ pub fn spawn(
     let notify_tx = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let relevant = match &event {
+            // Opening and reading the file (our own reload among them) is not a change:
+            // reacting to it would re-read the file for ever.
+            Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => false,
             Ok(e) => {
                 e.paths
                     .iter()

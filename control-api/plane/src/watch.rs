@@ -21,6 +21,9 @@ pub fn spawn(hub: Arc<Hub>) -> anyhow::Result<notify::RecommendedWatcher> {
     let notify_tx = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let relevant = match &event {
+            // Reading the files (our own reload among them) is not a change: reacting to
+            // it would reload for ever.
+            Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => false,
             Ok(e) => e.paths.is_empty() || e.paths.iter().any(|p| relevant(p)),
             Err(_) => true,
         };

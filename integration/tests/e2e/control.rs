@@ -323,3 +323,44 @@ fn endpoints_churn_under_load_with_zero_failures() {
     );
     assert_eq!(updates(&web, "config"), 1.0);
 }
+
+#[test]
+fn reading_the_mesh_files_does_not_make_the_control_plane_reload() {
+    let (v1, v2, users) = (
+        Upstream::start("orders-v1"),
+        Upstream::start("orders-v2"),
+        Upstream::start("users"),
+    );
+    let dir = mesh_dir(&mesh(&[&v1], &v2, &users));
+    let cp = ControlPlane::start(dir.path(), None);
+    // A real change first, so the watcher has read the files at least once.
+    let reloads = || {
+        remora_integration::remora::metric_sum(
+            &cp.metrics(),
+            "remora_control_model_reloads_total",
+            &["result=\"success\""],
+        )
+    };
+    std::fs::write(
+        dir.path().join("extra.yaml"),
+        "services: [{ name: extra }]\n",
+    )
+    .expect("write");
+    eventually("the new file is loaded", WAIT, || {
+        (reloads() >= 2.0).then_some(())
+    });
+    let loaded = reloads();
+    for _ in 0..5 {
+        let _ = std::fs::read_to_string(dir.path().join("mesh.yaml")).expect("read");
+    }
+    let before = crate::reload::cpu_seconds(cp.pid());
+    let wall = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let share = (crate::reload::cpu_seconds(cp.pid()) - before) / wall.elapsed().as_secs_f64();
+    assert!(
+        share < 0.25,
+        "an idle control plane used {:.0}% of a core",
+        share * 100.0
+    );
+    assert_eq!(reloads(), loaded, "reading files is not a change");
+}

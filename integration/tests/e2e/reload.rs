@@ -136,3 +136,39 @@ fn listeners_are_added_and_removed_and_pools_survive_route_changes() {
     let (_, _, ok) = curl(&["-H", "Host: orders.svc", &url]);
     assert!(ok);
 }
+
+/// CPU seconds (user + system) used so far by process `pid`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+#[test]
+fn reading_the_watched_file_does_not_trigger_reloads() {
+    // Opening and reading the config file (editors, `cat`, our own reload) are not changes;
+    // a watcher that reacted to them would re-read the file in a loop and burn a core.
+    let a = Upstream::start("a");
+    let remora = Remora::start(&sidecar_yaml("v1", &[&a], ""));
+    for _ in 0..5 {
+        let _ = std::fs::read_to_string(remora.config_path()).expect("read");
+    }
+    let before = cpu_seconds(remora.pid());
+    let wall = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(remora.pid()) - before;
+    let share = used / wall.elapsed().as_secs_f64();
+    assert!(
+        share < 0.25,
+        "an idle proxy used {:.0}% of a core",
+        share * 100.0
+    );
+    assert_eq!(
+        remora.metric_sum("remora_config_reloads_total", &[]),
+        1.0,
+        "only the initial load"
+    );
+}

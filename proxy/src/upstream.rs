@@ -1,6 +1,7 @@
 //! Upstream state that outlives configuration swaps: per-endpoint load statistics and
 //! connection pools, kept in a registry keyed by (cluster, address).
 
+pub mod h1;
 pub mod pool;
 
 use std::collections::HashMap;

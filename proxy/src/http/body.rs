@@ -1,5 +1,6 @@
 //! `ProxyBody`: the one body type the proxy moves in both directions: a streamed hyper body,
-//! or a small body the proxy made itself (errors, direct responses). No boxing.
+//! a response read by the in-task HTTP/1.1 client, or a small body the proxy made itself
+//! (errors, direct responses). No boxing of the body itself.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,10 +9,16 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::h1::ResponseBody;
+
+/// Errors a body can end with (a hyper error, or an upstream HTTP/1.1 one).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
         Streamed { #[pin] body: Incoming },
+        Upstream { #[pin] body: ResponseBody },
         Full { data: Option<Bytes> },
     }
 }
@@ -29,6 +36,20 @@ impl ProxyBody {
     }
 }
 
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyBody::Streamed { .. } => f.write_str("ProxyBody::Streamed"),
+            ProxyBody::Upstream { body } => write!(f, "ProxyBody::Upstream({body:?})"),
+            ProxyBody::Full { data } => write!(
+                f,
+                "ProxyBody::Full({:?} bytes)",
+                data.as_ref().map_or(0, Bytes::len)
+            ),
+        }
+    }
+}
+
 impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
         ProxyBody::Streamed { body }
@@ -37,14 +58,17 @@ impl From<Incoming> for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Streamed { body } => body.poll_frame(cx),
+            ProxyBodyProj::Streamed { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -52,6 +76,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Streamed { body } => body.is_end_stream(),
+            ProxyBody::Upstream { body } => body.is_end_stream(),
             ProxyBody::Full { data } => data.is_none(),
         }
     }
@@ -59,6 +84,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Streamed { body } => body.size_hint(),
+            ProxyBody::Upstream { body } => body.size_hint(),
             ProxyBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

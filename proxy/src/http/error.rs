@@ -19,7 +19,7 @@ pub enum ProxyError {
     #[error("{0}")]
     Connect(#[from] ConnectError),
     #[error("upstream reset the request: {0}")]
-    UpstreamReset(hyper::Error),
+    UpstreamReset(crate::http::body::BoxError),
     #[error(transparent)]
     Timeout(#[from] RouteTimeout),
     #[error("listener {0:?} was removed; retry on a new connection")]

@@ -163,29 +163,40 @@ async fn forward(
         metrics: &cluster.metrics,
     };
     let mut in_flight = InFlight::new(endpoint.clone());
-    let result = if version == Version::HTTP_2 {
+    let mut rsp = if version == Version::HTTP_2 {
         let mut sender = endpoint
             .pool
             .http2(params)
             .await
             .inspect_err(|_| in_flight.connect_failed = true)?;
-        sender.send_request(req).await
-    } else {
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| ProxyError::UpstreamReset(e.into()))?
+            .map(ProxyBody::from)
+    } else if upgrade {
         let mut sender = endpoint
             .pool
-            .http1(params)
+            .http1_upgrade(params)
             .await
             .inspect_err(|_| in_flight.connect_failed = true)?;
-        let r = sender.send_request(req).await;
-        if r.is_ok() && !upgrade {
-            endpoint.pool.release(sender, params.max_idle);
-        }
-        r
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| ProxyError::UpstreamReset(e.into()))?
+            .map(ProxyBody::from)
+    } else {
+        crate::upstream::h1::send(&endpoint.pool, params, req)
+            .await
+            .map_err(|e| match e {
+                crate::upstream::h1::H1Error::Connect(c) => {
+                    in_flight.connect_failed = true;
+                    ProxyError::Connect(c)
+                }
+                other => ProxyError::UpstreamReset(other.into()),
+            })?
     };
     drop(in_flight);
-    let mut rsp = result
-        .map_err(ProxyError::UpstreamReset)?
-        .map(ProxyBody::from);
     if let Some(down) = downstream_upgrade
         && rsp.status() == StatusCode::SWITCHING_PROTOCOLS
     {

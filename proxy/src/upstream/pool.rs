@@ -1,9 +1,11 @@
-//! Pooled upstream connections to one endpoint: a stack of idle HTTP/1.1 connections
-//! (reused after the previous response is fully read) and one shared HTTP/2 connection
-//! (multiplexed). Locks are held only to push or pop, never across `.await`.
+//! Pooled upstream connections to one endpoint: a stack of idle HTTP/1.1 connections for
+//! the in-task client ([`super::h1`]), reused once the previous response was read whole, and
+//! one shared HTTP/2 connection (multiplexed, hyper). Upgrades (WebSocket) get a fresh hyper
+//! HTTP/1.1 connection each, never pooled. Locks are held only to push or pop, never across
+//! `.await`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
@@ -12,6 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::http::body::ProxyBody;
 use crate::upstream::UpstreamMetrics;
+use crate::upstream::h1;
 
 /// Why a connection could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +36,8 @@ pub struct ConnectParams<'a> {
     pub metrics: &'a UpstreamMetrics,
 }
 
-pub enum Conn {
-    Http1(http1::SendRequest<ProxyBody>),
-    Http2(http2::SendRequest<ProxyBody>),
-}
-
 struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    conn: h1::Conn,
     since: Instant,
 }
 
@@ -74,23 +72,39 @@ impl Pool {
         }
     }
 
-    /// An HTTP/1.1 connection: a ready idle one, or a new one.
-    pub async fn http1(
+    /// An idle HTTP/1.1 connection that is still usable, if any; stale ones are closed.
+    pub fn checkout_h1(&self) -> Option<h1::Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(i) = idle.pop() {
+            if i.conn.idle_usable() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// A new HTTP/1.1 connection for the in-task client.
+    pub async fn connect_h1(&self, p: ConnectParams<'_>) -> Result<h1::Conn, ConnectError> {
+        let io = self.connect(p).await?;
+        Ok(h1::Conn::new(io.into_inner(), p.metrics.opened()))
+    }
+
+    /// Returns an HTTP/1.1 connection whose exchange completed cleanly.
+    pub fn checkin_h1(&self, conn: h1::Conn, max_idle: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < max_idle {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A fresh hyper HTTP/1.1 connection, for a request that upgrades (never pooled).
+    pub async fn http1_upgrade(
         &self,
         p: ConnectParams<'_>,
     ) -> Result<http1::SendRequest<ProxyBody>, ConnectError> {
-        let now = Instant::now();
-        loop {
-            let popped = self
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
-            let Some(idle) = popped else { break };
-            if idle.sender.is_ready() && now.duration_since(idle.since) < p.idle_timeout {
-                return Ok(idle.sender);
-            }
-        }
         let io = self.connect(p).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
@@ -104,22 +118,6 @@ impl Pool {
             }
         });
         Ok(sender)
-    }
-
-    /// Returns an HTTP/1.1 connection to the pool once its response has been read.
-    pub fn release(self: &Arc<Self>, mut sender: http1::SendRequest<ProxyBody>, max_idle: usize) {
-        let pool = Arc::clone(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                if idle.len() < max_idle {
-                    idle.push(Idle {
-                        sender,
-                        since: Instant::now(),
-                    });
-                }
-            }
-        });
     }
 
     /// The shared HTTP/2 connection, opened on first use or after it closed.
@@ -193,7 +191,7 @@ impl Pool {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|i| now.duration_since(i.since) < idle_timeout && !i.sender.is_closed());
+            .retain(|i| now.duration_since(i.since) < idle_timeout && i.conn.idle_usable());
         let mut h2 = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
         if h2.as_ref().is_some_and(|s| {
             s.sender.is_closed() || now.duration_since(s.last_used) >= idle_timeout

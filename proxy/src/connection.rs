@@ -73,11 +73,16 @@ pub async fn serve(
         active.dec();
         return;
     }
-    let io = PrefixedIo::new(buf, stream);
     let conn = Arc::new(ConnInfo {
         listener: listener.clone(),
         client,
     });
+    if matches!(detected, Ok(Detected::Http1)) {
+        crate::http::h1_server::serve(stream, buf, proxy.clone(), conn, drain).await;
+        active.dec();
+        return;
+    }
+    let io = PrefixedIo::new(buf, stream);
     match detected {
         Ok(Detected::Http1) => {
             server::serve(io, HttpVersion::Http1, proxy.clone(), conn, drain).await;

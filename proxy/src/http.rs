@@ -3,6 +3,7 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod h1_server;
 pub mod headers;
 pub mod proxy;
 pub mod server;

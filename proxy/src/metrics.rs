@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod series;
+
 /// A label value shared with the configuration (no copy per request).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Name(pub Arc<str>);

@@ -30,6 +30,17 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers: the fixed set and any named in `Connection`. With `upgrade`
 /// the `Connection: upgrade` and `Upgrade` headers are kept for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Usually there is none: one pass over the names instead of a lookup per header kind.
+    let any = headers.keys().any(|n| {
+        n == header::CONNECTION
+            || n == header::TRANSFER_ENCODING
+            || n == header::UPGRADE
+            || n == KEEP_ALIVE
+            || n == PROXY_CONNECTION
+    });
+    if !any && !upgrade {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -93,6 +104,18 @@ pub fn prepare_request(
     version: Version,
     upgrade: bool,
 ) -> Result<(), ProxyError> {
+    if version == Version::HTTP_11 && req.uri().authority().is_none() {
+        // Origin-form target, HTTP/1.1 on: the URI goes as it is; Host must be there.
+        strip_hop_by_hop(req.headers_mut(), upgrade);
+        if req.headers().contains_key(header::TE) {
+            req.headers_mut().remove(header::TE);
+        }
+        if !req.headers().contains_key(header::HOST) {
+            return Err(ProxyError::BadRequest("missing Host"));
+        }
+        *req.version_mut() = version;
+        return Ok(());
+    }
     let authority = authority(req).map(str::to_owned);
     let keep_te = version == Version::HTTP_2
         && req

@@ -12,7 +12,6 @@ use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use remora_control_api::route::RouteAction;
 use remora_filters::rewrite::{RewriteLayer, RewriteParams};
 use remora_filters::router::RequestInfo;
@@ -37,13 +36,12 @@ pub struct ConnInfo {
 
 /// Handles one request; never fails (errors become responses).
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<ProxyBody>,
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let snapshot = proxy.snapshot.load_full();
-    let mut req = req.map(ProxyBody::from);
     headers::ensure_request_id(req.headers_mut());
     let none = Name(EMPTY.clone());
     let (direction, listener_label) = match snapshot.listeners.get(&conn.listener) {
@@ -122,11 +120,8 @@ pub async fn handle(
         cluster: cluster_label,
         status: rsp.status().as_u16(),
     };
-    proxy.metrics.requests.get_or_create(&labels).inc();
     proxy
         .metrics
-        .request_duration
-        .get_or_create(&labels)
-        .observe(start.elapsed().as_secs_f64());
+        .record_request(&labels, start.elapsed().as_secs_f64());
     Ok(rsp)
 }

@@ -9,6 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::http::body::ProxyBody;
 use crate::http::proxy::{ConnInfo, handle};
 use crate::state::Proxy;
 
@@ -33,7 +34,9 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| handle(req, proxy.clone(), conn.clone()));
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        handle(req.map(ProxyBody::from), proxy.clone(), conn.clone())
+    });
     let io = TokioIo::new(io);
     let result = match version {
         HttpVersion::Http1 => {

@@ -6,7 +6,7 @@
 //! read to its end with the request sent whole; a pooled connection the upstream closed is
 //! retried once on a fresh one when the request had no body.
 
-mod codec;
+pub(crate) mod codec;
 
 use std::collections::VecDeque;
 use std::io::IoSlice;

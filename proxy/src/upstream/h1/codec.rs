@@ -51,7 +51,7 @@ pub fn encode_head(parts: &request::Parts, framing: RequestFraming, out: &mut By
         }
         RequestFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(n, &mut [0u8; 20]));
+            push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -59,17 +59,19 @@ pub fn encode_head(parts: &request::Parts, framing: RequestFraming, out: &mut By
     out.extend_from_slice(b"\r\n");
 }
 
-/// Decimal digits of `n` in `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+/// Appends the decimal digits of `n` (no allocation).
+pub(crate) fn push_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            return &buf[i..];
+            break;
         }
     }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// The chunk-size line for a chunk of `len` bytes.

@@ -17,6 +17,11 @@ use crate::io::PrefixedIo;
 use crate::metrics::ListenerLabels;
 use crate::state::Proxy;
 
+/// `REMORA_H1_FAST_PATH=0` serves every HTTP/1.1 connection with hyper (a diagnostic switch,
+/// for side-by-side measurement of the fast path).
+static H1_FAST_PATH: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("REMORA_H1_FAST_PATH").map_or(true, |v| v != "0"));
+
 /// How long an HTTP listener waits for the first request bytes.
 const HTTP_FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -77,7 +82,7 @@ pub async fn serve(
         listener: listener.clone(),
         client,
     });
-    if matches!(detected, Ok(Detected::Http1)) {
+    if matches!(detected, Ok(Detected::Http1)) && *H1_FAST_PATH {
         crate::http::h1_server::serve(stream, buf, proxy.clone(), conn, drain).await;
         active.dec();
         return;

@@ -25,3 +25,4 @@ pub mod state;
 pub mod tcp;
 pub mod upstream;
 pub mod watch;
+pub mod workers;

@@ -168,9 +168,10 @@ async fn accept_loop(
             () = stop.cancelled() => return,
             accepted = socket.accept() => match accepted {
                 Ok((stream, client)) => {
-                    proxy.tracker.spawn(crate::connection::serve(
+                    let conn = crate::connection::serve(
                         proxy.clone(), name.clone(), stream, client, drain.clone(),
-                    ));
+                    );
+                    crate::workers::spawn(proxy.tracker.track_future(conn));
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

@@ -30,16 +30,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One worker: a current-thread runtime (no work-stealing machinery on the hot path).
-    let mut runtime = match args.threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.max(1));
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
+    // Connections run on one single-threaded runtime per worker (no work stealing); the
+    // main runtime, single-threaded too, keeps listeners, admin, watcher and control stream.
+    // With one worker, connections stay on the main runtime.
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    if let Err(e) = remora_proxy::workers::start(threads) {
+        eprintln!("error: cannot start {threads} worker threads: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
     let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

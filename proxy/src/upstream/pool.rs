@@ -48,7 +48,9 @@ struct Shared {
 
 pub struct Pool {
     addr: SocketAddr,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle HTTP/1.1 connections, one list per worker thread (see [`crate::workers`]): a
+    /// connection is used by the worker whose reactor it is registered with.
+    idle: Vec<Mutex<Vec<Idle>>>,
     h2: Mutex<Option<Shared>>,
     /// Serialises HTTP/2 connection set-up so a burst opens one connection, not hundreds.
     h2_connecting: tokio::sync::Mutex<()>,
@@ -66,7 +68,9 @@ impl Pool {
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..crate::workers::slots())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
         }
@@ -74,13 +78,19 @@ impl Pool {
 
     /// An idle HTTP/1.1 connection that is still usable, if any; stale ones are closed.
     pub fn checkout_h1(&self) -> Option<h1::Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.local().lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(i) = idle.pop() {
             if i.conn.idle_usable() {
                 return Some(i.conn);
             }
         }
         None
+    }
+
+    /// This worker's idle list.
+    fn local(&self) -> &Mutex<Vec<Idle>> {
+        let i = crate::workers::current().min(self.idle.len() - 1);
+        &self.idle[i]
     }
 
     /// A new HTTP/1.1 connection for the in-task client.
@@ -91,7 +101,7 @@ impl Pool {
 
     /// Returns an HTTP/1.1 connection whose exchange completed cleanly.
     pub fn checkin_h1(&self, conn: h1::Conn, max_idle: usize) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.local().lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < max_idle {
             idle.push(Idle {
                 conn,
@@ -188,10 +198,11 @@ impl Pool {
 
     /// Closes connections idle for longer than `idle_timeout`.
     pub fn evict_idle(&self, now: Instant, idle_timeout: Duration) {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|i| now.duration_since(i.since) < idle_timeout && i.conn.idle_usable());
+        for idle in &self.idle {
+            idle.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|i| now.duration_since(i.since) < idle_timeout && i.conn.idle_usable());
+        }
         let mut h2 = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
         if h2.as_ref().is_some_and(|s| {
             s.sender.is_closed() || now.duration_since(s.last_used) >= idle_timeout
@@ -203,8 +214,8 @@ impl Pool {
     /// Idle HTTP/1.1 connections held now (for /clusters and tests).
     pub fn idle_count(&self) -> usize {
         self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .iter()
+            .map(|i| i.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 }

@@ -83,22 +83,53 @@ pub async fn serve(
         client,
     });
     if matches!(detected, Ok(Detected::Http1)) && *H1_FAST_PATH {
-        crate::http::h1_server::serve(stream, buf, proxy.clone(), conn, drain).await;
+        // Boxed here (and below): the task's size is the future's, for the whole life of the
+        // connection, and an idle connection should not carry the handler's state.
+        Box::pin(crate::http::h1_server::serve(
+            stream,
+            buf,
+            proxy.clone(),
+            conn,
+            drain,
+        ))
+        .await;
         active.dec();
         return;
     }
     let io = PrefixedIo::new(buf, stream);
     match detected {
         Ok(Detected::Http1) => {
-            server::serve(io, HttpVersion::Http1, proxy.clone(), conn, drain).await;
+            Box::pin(server::serve(
+                io,
+                HttpVersion::Http1,
+                proxy.clone(),
+                conn,
+                drain,
+            ))
+            .await;
         }
         Ok(Detected::Http2) => {
-            server::serve(io, HttpVersion::Http2, proxy.clone(), conn, drain).await;
+            Box::pin(server::serve(
+                io,
+                HttpVersion::Http2,
+                proxy.clone(),
+                conn,
+                drain,
+            ))
+            .await;
         }
         Ok(Detected::Opaque) => match target.cluster.clone() {
             Some(cluster) => {
                 let bytes = proxy.metrics.tcp_bytes.get_or_create(&labels).clone();
-                crate::tcp::relay(io, cluster, client, bytes, drain, drain_timeout).await;
+                Box::pin(crate::tcp::relay(
+                    io,
+                    cluster,
+                    client,
+                    bytes,
+                    drain,
+                    drain_timeout,
+                ))
+                .await;
             }
             None => tracing::debug!(%listener, "non-HTTP bytes on an HTTP-only listener; closing"),
         },
@@ -106,4 +137,19 @@ pub async fn serve(
         Err(e) => tracing::debug!(error = %e, "connection failed during protocol detection"),
     }
     active.dec();
+}
+
+#[cfg(test)]
+mod tests {
+    fn future_size<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The task of every connection is as large as this future, for its whole life: an idle
+    /// connection must stay small (perf/README.md: bytes per idle connection).
+    #[test]
+    fn a_connection_future_stays_small() {
+        let size = future_size(super::serve);
+        assert!(size <= 1024, "connection future is {size} bytes");
+    }
 }

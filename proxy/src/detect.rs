@@ -92,7 +92,9 @@ pub async fn detect<I: AsyncRead + Unpin>(
             }
             Verdict::NeedMore => {}
         }
-        buf.reserve(4096);
+        // Small: an idle client that has sent nothing should cost little (a request head
+        // that needs more gets it once it is HTTP).
+        buf.reserve(1024);
         let read = io.read_buf(buf);
         let n = match deadline {
             Some(at) => match tokio::time::timeout_at(at, read).await {

@@ -1,9 +1,11 @@
 //! Remora, the sidecar proxy: listeners, protocol detection, HTTP/1.1 + HTTP/2 + TCP proxying,
 //! upstream pools, the runtime snapshot, hot reload and the admin server.
 //!
-//! A request's path: [`listeners`] accept → [`connection`] detects the protocol →
-//! [`http::server`] (hyper) → [`http::proxy`] routes and composes the route's layers →
-//! [`http::forward`] picks an endpoint and sends over an [`upstream::pool`] connection.
+//! A request's path: [`listeners`] accept and hand the connection to a [`workers`] thread →
+//! [`connection`] detects the protocol → [`http::h1_server`] (HTTP/1.1 fast path) or
+//! [`http::server`] (hyper: HTTP/2 and the rest) → [`http::proxy`] routes and composes the
+//! route's layers → [`http::forward`] picks an endpoint and sends with the in-task
+//! [`upstream::h1`] client or hyper's HTTP/2 client over an [`upstream::pool`] connection.
 //! Configuration: a file and/or the [`control`] stream feed [`sources`], which merges them;
 //! [`apply`] validates, compiles a [`snapshot`] and swaps it in.
 

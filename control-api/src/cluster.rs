@@ -8,6 +8,7 @@ use http::HeaderName;
 
 use crate::error::Errors;
 use crate::proto;
+use crate::resilience::{self, ClusterResilience};
 use crate::util;
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,6 +27,7 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: u32,
+    pub resilience: ClusterResilience,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,6 +121,7 @@ pub(crate) fn validate(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<Clus
     if max_idle > 10_000 {
         errs.push("maxIdlePerEndpoint", "must be at most 10000");
     }
+    let resilience = resilience::cluster(c, errs);
     if !name_ok {
         return None;
     }
@@ -130,6 +133,7 @@ pub(crate) fn validate(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<Clus
         connect_timeout: connect_timeout?,
         idle_timeout: idle_timeout?,
         max_idle_per_endpoint: max_idle,
+        resilience: resilience?,
     })
 }
 

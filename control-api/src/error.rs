@@ -63,6 +63,11 @@ impl<'a> Errors<'a> {
         });
     }
 
+    /// Errors recorded so far (for all resources), to tell whether a part added any.
+    pub(crate) fn count(&self) -> usize {
+        self.sink.len()
+    }
+
     /// Records the error of `r` (if any) and returns its value.
     pub(crate) fn check<T, E: fmt::Display>(
         &mut self,

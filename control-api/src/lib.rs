@@ -11,6 +11,7 @@ pub mod error;
 pub mod listener;
 pub mod load;
 pub mod proto;
+pub mod resilience;
 pub mod route;
 mod util;
 

@@ -9,6 +9,7 @@ use regex::Regex;
 
 use crate::error::Errors;
 use crate::proto;
+use crate::resilience::{self, HedgePolicy, RetryPolicy};
 use crate::util;
 
 /// Regexes are compiled with this size limit so a hostile pattern cannot eat memory.
@@ -46,6 +47,8 @@ pub struct Route {
     pub request_headers: Option<Arc<HeaderRewrite>>,
     pub response_headers: Option<Arc<HeaderRewrite>>,
     pub timeout: Option<Duration>,
+    pub retry: Option<Arc<RetryPolicy>>,
+    pub hedge: Option<HedgePolicy>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -253,6 +256,23 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         format!("{at}.timeout"),
         util::opt_positive_duration(r.timeout.as_ref()),
     );
+    let forwards = matches!(r.action, Some(proto::route::Action::Forward(_)));
+    for (set, field) in [(r.retry.is_some(), "retry"), (r.hedge.is_some(), "hedge")] {
+        if set && !forwards {
+            errs.push(
+                format!("{at}.{field}"),
+                "only applies to routes that forward; remove it from a directResponse route",
+            );
+        }
+    }
+    let retry = r
+        .retry
+        .as_ref()
+        .map(|p| resilience::retry(p, &format!("{at}.retry"), errs).map(Arc::new));
+    let hedge = r
+        .hedge
+        .as_ref()
+        .map(|h| resilience::hedge(h, &format!("{at}.hedge"), errs));
     Some(Route {
         name,
         matcher: matcher?,
@@ -260,6 +280,8 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         request_headers: non_empty(request_headers?),
         response_headers: non_empty(response_headers?),
         timeout: timeout?,
+        retry: retry.map_or(Some(None), |r| r.map(Some))?,
+        hedge: hedge.map_or(Some(None), |h| h.map(Some))?,
     })
 }
 

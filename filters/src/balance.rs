@@ -20,16 +20,28 @@ pub use ring_hash::Ring;
 use round_robin::Schedule;
 use weighted::Weighted;
 
-/// Gives a balancer access to an endpoint's load statistics.
+/// Gives a balancer access to an endpoint's load statistics and health.
 pub trait HasLoad {
     fn load(&self) -> &EndpointLoad;
+
+    /// In service: not ejected by outlier detection, not failing active health checks.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 impl<T: HasLoad> HasLoad for Arc<T> {
     fn load(&self) -> &EndpointLoad {
         (**self).load()
     }
+
+    fn available(&self) -> bool {
+        (**self).available()
+    }
 }
+
+/// Policy picks tried before falling back to a scan for an available endpoint.
+const PICK_TRIES: usize = 3;
 
 /// Per-request inputs to a pick.
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,16 +101,54 @@ impl Balancer {
         };
         Some(i.min(endpoints.len() - 1))
     }
+
+    /// Picks an endpoint that is available and is not `avoid` (the endpoint a retry is
+    /// moving away from). The policy's own pick is tried a few times; then any endpoint
+    /// that qualifies, from a random start. When none is available every endpoint is used
+    /// again (panic mode, as Envoy: better some traffic to a doubtful endpoint than none),
+    /// still away from `avoid` when there is a choice.
+    pub fn pick_available<E: HasLoad>(
+        &self,
+        endpoints: &[E],
+        ctx: PickContext,
+        avoid: Option<usize>,
+    ) -> Option<usize> {
+        let n = endpoints.len();
+        let ok = |i: usize| Some(i) != avoid && endpoints[i].available();
+        let mut first = None;
+        for _ in 0..PICK_TRIES {
+            let i = self.pick(endpoints, ctx)?;
+            if ok(i) {
+                return Some(i);
+            }
+            first.get_or_insert(i);
+            if n == 1 {
+                break;
+            }
+        }
+        let start = fastrand::usize(..n);
+        if let Some(i) = (0..n).map(|k| (start + k) % n).find(|&i| ok(i)) {
+            return Some(i);
+        }
+        // Panic mode.
+        match avoid {
+            Some(a) if n > 1 => Some((a + 1 + fastrand::usize(..n - 1)) % n),
+            _ => first,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct E(EndpointLoad);
+    struct E(EndpointLoad, bool);
     impl HasLoad for E {
         fn load(&self) -> &EndpointLoad {
             &self.0
+        }
+        fn available(&self) -> bool {
+            !self.1
         }
     }
 
@@ -113,7 +163,10 @@ mod tests {
             .collect();
         // Equal estimates as of one instant: costs tie exactly.
         let now = std::time::Instant::now();
-        let loads: Vec<E> = weights.iter().map(|_| E(EndpointLoad::default())).collect();
+        let loads: Vec<E> = weights
+            .iter()
+            .map(|_| E(EndpointLoad::default(), false))
+            .collect();
         for l in &loads {
             l.0.observe(DEFAULT_RTT, now);
         }
@@ -161,5 +214,59 @@ mod tests {
         let (eps, loads) = endpoints(&[7]);
         let b = Balancer::new(&LbPolicy::P2cPeakEwma, &eps);
         assert!((0..100).all(|_| b.pick(&loads, PickContext::default()) == Some(0)));
+    }
+
+    #[test]
+    fn unavailable_endpoints_and_the_failed_one_are_avoided() {
+        let policies = [
+            LbPolicy::P2cPeakEwma,
+            LbPolicy::RoundRobin,
+            LbPolicy::Random,
+            LbPolicy::RingHash {
+                key: remora_control_api::cluster::HashKey::SourceIp,
+                ring_size: 1024,
+            },
+        ];
+        for policy in &policies {
+            let (eps, mut loads) = endpoints(&[1, 1, 1, 1, 1]);
+            loads[1].1 = true;
+            loads[3].1 = true;
+            let b = Balancer::new(policy, &eps);
+            for k in 0..2000u32 {
+                let ctx = PickContext {
+                    hash: Some(crate::hash::hash64(&k.to_le_bytes())),
+                };
+                let i = b.pick_available(&loads, ctx, Some(0));
+                assert!(matches!(i, Some(2 | 4)), "{policy:?}: {i:?}");
+                let i = b.pick_available(&loads, ctx, None);
+                assert!(matches!(i, Some(0 | 2 | 4)), "{policy:?}: {i:?}");
+            }
+            // Every endpoint unavailable: panic mode uses them all, still away from `avoid`.
+            for l in &mut loads {
+                l.1 = true;
+            }
+            let mut seen = [0usize; 5];
+            for _ in 0..2000 {
+                let i = b.pick_available(&loads, PickContext::default(), Some(2));
+                let i = i.unwrap_or(2);
+                assert_ne!(i, 2, "{policy:?}");
+                seen[i] += 1;
+            }
+            assert!(
+                seen.iter().enumerate().all(|(i, n)| i == 2 || *n > 0),
+                "{policy:?}: {seen:?}"
+            );
+            assert!(
+                b.pick_available(&loads, PickContext::default(), None)
+                    .is_some()
+            );
+        }
+        // A single endpoint is used even when it is the one that failed.
+        let (eps, loads) = endpoints(&[1]);
+        let b = Balancer::new(&LbPolicy::P2cPeakEwma, &eps);
+        assert_eq!(
+            b.pick_available(&loads, PickContext::default(), Some(0)),
+            Some(0)
+        );
     }
 }

@@ -6,9 +6,18 @@
 //! - [`balance`]: endpoint choice within a cluster (P2C over peak-EWMA, round robin, random,
 //!   ring hash), all weight-aware.
 //! - [`rewrite`] and [`timeout`]: per-route `tower` layers.
+//! - Resilience state machines: [`retry`] (conditions, backoff), [`budget`] (retry budget),
+//!   [`breaker`] (concurrency thresholds), [`outlier`] (ejection), [`health`] (active
+//!   checks), [`latency`] (the quantile estimate behind hedging).
 
 pub mod balance;
+pub mod breaker;
+pub mod budget;
 pub mod hash;
+pub mod health;
+pub mod latency;
+pub mod outlier;
+pub mod retry;
 pub mod rewrite;
 pub mod router;
 pub mod split;

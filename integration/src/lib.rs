@@ -4,8 +4,10 @@
 // Test fixtures: a failed expectation is a failed test, so panicking is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod client;
 pub mod control;
 pub mod demo;
+pub mod faulty;
 pub mod load;
 pub mod peers;
 pub mod poll;

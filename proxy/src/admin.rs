@@ -120,8 +120,8 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
     }
 }
 
-/// Every cluster's endpoints with their live balancing state: weight, requests in flight,
-/// the peak-EWMA latency estimate and idle pooled connections.
+/// Every cluster's live state: breaker counts, and per endpoint the weight, requests in
+/// flight, the peak-EWMA latency estimate, idle pooled connections, ejection and health.
 fn clusters(proxy: &Proxy) -> serde_json::Value {
     let snap = proxy.snapshot.load();
     let now = std::time::Instant::now();
@@ -142,6 +142,9 @@ fn clusters(proxy: &Proxy) -> serde_json::Value {
                         "pending": state.load.pending(),
                         "ewmaMs": state.load.rtt_estimate(now) / 1e6,
                         "idleConnections": state.pool.idle_count(),
+                        "ejected": state.outlier.is_ejected(),
+                        "ejectionMultiplier": state.outlier.multiplier(),
+                        "healthy": state.health.is_healthy(),
                     })
                 })
                 .collect();
@@ -149,6 +152,10 @@ fn clusters(proxy: &Proxy) -> serde_json::Value {
                 name.to_string(),
                 serde_json::json!({
                     "lbPolicy": format!("{:?}", c.cluster.lb),
+                    "activeRequests": c.state.breakers.requests.current(),
+                    "activeRetries": c.state.breakers.retries.current(),
+                    "pendingConnects": c.state.breakers.pending.current(),
+                    "connections": c.state.breakers.connections.current(),
                     "endpoints": endpoints,
                 }),
             )

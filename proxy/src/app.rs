@@ -68,6 +68,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(crate::control::client::run(sources.clone(), control));
     }
     tokio::spawn(evict_idle(proxy.clone()));
+    tokio::spawn(crate::resilience::run(proxy.clone()));
 
     shutdown_signal().await;
     proxy

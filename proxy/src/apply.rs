@@ -52,6 +52,8 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
     proxy.registry.commit(staged);
     listeners.commit(plan, proxy);
     drop(listeners);
+    crate::resilience::after_apply(proxy);
+    proxy.checkers.sync(proxy);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());

@@ -6,4 +6,6 @@ pub mod forward;
 pub mod h1_server;
 pub mod headers;
 pub mod proxy;
+pub mod replay;
+pub mod retry;
 pub mod server;

@@ -4,7 +4,9 @@
 //! A request's path: [`listeners`] accept and hand the connection to a [`workers`] thread →
 //! [`connection`] detects the protocol → [`http::h1_server`] (HTTP/1.1 fast path) or
 //! [`http::server`] (hyper: HTTP/2 and the rest) → [`http::proxy`] routes and composes the
-//! route's layers → [`http::forward`] picks an endpoint and sends with the in-task
+//! route's layers → [`http::forward`] picks an endpoint ([`http::retry`] runs the tries of a
+//! route with a retry policy; [`resilience`] holds breakers, outlier detection and health
+//! checks) and sends with the in-task
 //! [`upstream::h1`] client or hyper's HTTP/2 client over an [`upstream::pool`] connection.
 //! Configuration: a file and/or the [`control`] stream feed [`sources`], which merges them;
 //! [`apply`] validates, compiles a [`snapshot`] and swaps it in.
@@ -21,6 +23,7 @@ pub mod io;
 pub mod listeners;
 pub mod logging;
 pub mod metrics;
+pub mod resilience;
 pub mod snapshot;
 pub mod sources;
 pub mod state;

@@ -49,10 +49,18 @@ pub struct ClusterLabels {
     pub cluster: Name,
 }
 
+/// Per-cluster events by kind (retry reason, overflowed limit, ejection reason, …).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ConnectErrorLabels {
+pub struct ClusterReasonLabels {
     pub cluster: Name,
     pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    pub route: Name,
+    pub cluster: Name,
+    pub kind: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -98,13 +106,21 @@ pub struct Metrics {
     pub downstream_active: Family<ListenerLabels, Gauge>,
     pub upstream_connections: Family<ClusterLabels, Counter>,
     pub upstream_active: Family<ClusterLabels, Gauge>,
-    pub upstream_connect_errors: Family<ConnectErrorLabels, Counter>,
+    pub upstream_connect_errors: Family<ClusterReasonLabels, Counter>,
     pub tcp_bytes: Family<ListenerLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub control_connected: Gauge,
     pub control_updates: Family<ControlUpdateLabels, Counter>,
     pub control_applied: Family<AppliedLabels, Gauge>,
+    pub retries: Family<ClusterReasonLabels, Counter>,
+    pub retries_refused: Family<ClusterReasonLabels, Counter>,
+    pub overflows: Family<ClusterReasonLabels, Counter>,
+    pub ejections: Family<ClusterReasonLabels, Counter>,
+    pub endpoints_ejected: Family<ClusterLabels, Gauge>,
+    pub health_checks: Family<ClusterReasonLabels, Counter>,
+    pub endpoints_unhealthy: Family<ClusterLabels, Gauge>,
+    pub timeouts: Family<TimeoutLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -207,8 +223,64 @@ impl Metrics {
             "The control-plane versions being served (1), by resource and where they came from (control, cache)",
             control_applied.clone(),
         );
+        let retries = Family::default();
+        registry.register(
+            "retries",
+            "Retries and hedges sent, by reason (the condition that fired, or hedge)",
+            retries.clone(),
+        );
+        let retries_refused = Family::default();
+        registry.register(
+            "retries_refused",
+            "Retries not sent although the policy asked for one, by reason (budget, max-retries, body-too-large, not-idempotent)",
+            retries_refused.clone(),
+        );
+        let overflows = Family::default();
+        registry.register(
+            "overflows",
+            "Requests failed fast by a circuit-breaker threshold, by limit",
+            overflows.clone(),
+        );
+        let ejections = Family::default();
+        registry.register(
+            "outlier_ejections",
+            "Endpoints ejected by outlier detection, by reason (capped: due but over maxEjectionPercent)",
+            ejections.clone(),
+        );
+        let endpoints_ejected = Family::default();
+        registry.register(
+            "endpoints_ejected",
+            "Endpoints ejected now",
+            endpoints_ejected.clone(),
+        );
+        let health_checks = Family::default();
+        registry.register(
+            "health_checks",
+            "Active health checks, by result (pass, fail)",
+            health_checks.clone(),
+        );
+        let endpoints_unhealthy = Family::default();
+        registry.register(
+            "endpoints_unhealthy",
+            "Endpoints failing active health checks now",
+            endpoints_unhealthy.clone(),
+        );
+        let timeouts = Family::default();
+        registry.register(
+            "timeouts",
+            "Timeouts that fired, by kind (request, per-try)",
+            timeouts.clone(),
+        );
         Self {
             registry,
+            retries,
+            retries_refused,
+            overflows,
+            ejections,
+            endpoints_ejected,
+            health_checks,
+            endpoints_unhealthy,
+            timeouts,
             requests,
             request_duration,
             proxy_errors,

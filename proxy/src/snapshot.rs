@@ -10,10 +10,11 @@ use remora_control_api::cluster::{Cluster, HashKey, LbPolicy};
 use remora_control_api::listener::Listener;
 use remora_control_api::{Config, proto};
 use remora_filters::balance::Balancer;
+use remora_filters::latency::LatencyEstimate;
 use remora_filters::router::Router;
 
 use crate::metrics::{Metrics, Name};
-use crate::upstream::{EndpointState, Registry, Staged, UpstreamMetrics};
+use crate::upstream::{ClusterState, EndpointState, Registry, Staged, UpstreamMetrics};
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -25,6 +26,9 @@ pub struct Snapshot {
     pub drain_timeout: Duration,
     pub listeners: HashMap<Arc<str>, Arc<ListenerTarget>>,
     pub clusters: HashMap<Arc<str>, Arc<ClusterTarget>>,
+    /// Latency estimates of routes that hedge after their observed p95, by the route's
+    /// address in its router (stable while the snapshot lives).
+    pub route_latency: HashMap<usize, Arc<LatencyEstimate>>,
 }
 
 #[derive(Debug)]
@@ -43,6 +47,8 @@ pub struct ClusterTarget {
     pub balancer: Balancer,
     pub hash_key: Option<HashKey>,
     pub metrics: UpstreamMetrics,
+    /// Retry budget, breaker counters and ejection count (kept across swaps).
+    pub state: Arc<ClusterState>,
 }
 
 impl Snapshot {
@@ -56,6 +62,7 @@ impl Snapshot {
             drain_timeout: remora_control_api::config::DEFAULT_DRAIN_TIMEOUT,
             listeners: HashMap::new(),
             clusters: HashMap::new(),
+            route_latency: HashMap::new(),
         }
     }
 
@@ -81,6 +88,7 @@ impl Snapshot {
                 _ => None,
             };
             let target = ClusterTarget {
+                state: registry.stage_cluster(&mut staged, &c.name),
                 label: (&c.name).into(),
                 balancer: Balancer::new(&c.lb, &c.endpoints),
                 metrics: UpstreamMetrics::new(metrics, &c.name),
@@ -95,6 +103,20 @@ impl Snapshot {
             .into_iter()
             .map(|t| (t.name.clone(), Arc::new(Router::new(t))))
             .collect();
+        let mut route_latency = HashMap::new();
+        for router in routers.values() {
+            for vhost in &router.table().virtual_hosts {
+                for route in &vhost.routes {
+                    if route.hedge.is_some_and(|h| h.delay.is_none()) {
+                        let key = format!("{}/{}/{}", router.name(), vhost.name, route.name);
+                        route_latency.insert(
+                            Arc::as_ptr(route) as usize,
+                            registry.stage_route(&mut staged, key),
+                        );
+                    }
+                }
+            }
+        }
         let listeners = config
             .listeners
             .into_iter()
@@ -116,6 +138,7 @@ impl Snapshot {
             drain_timeout: config.drain_timeout,
             listeners,
             clusters,
+            route_latency,
         };
         (snapshot, staged)
     }

@@ -29,6 +29,8 @@ pub struct Proxy {
     pub listeners: Mutex<ListenerManager>,
     /// The control stream's state, when the proxy runs with `--control`.
     pub control: Mutex<Option<ControlStatus>>,
+    /// Active health checkers, synced on every apply.
+    pub checkers: crate::resilience::health_check::Checkers,
 }
 
 impl Proxy {
@@ -42,6 +44,7 @@ impl Proxy {
             tracker: TaskTracker::new(),
             listeners: Mutex::new(ListenerManager::default()),
             control: Mutex::new(None),
+            checkers: crate::resilience::health_check::Checkers::default(),
         }
     }
 }

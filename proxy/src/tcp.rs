@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use remora_filters::balance::PickContext;
+use remora_filters::breaker::Limit;
 use remora_filters::hash::hash64;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -30,12 +31,26 @@ pub async fn relay<I>(
     });
     let Some(idx) = cluster
         .balancer
-        .pick(&cluster.endpoints, PickContext { hash })
+        .pick_available(&cluster.endpoints, PickContext { hash }, None)
     else {
         tracing::info!(cluster = %cluster.cluster.name, "no endpoints for TCP connection; closing");
         return;
     };
     let endpoint = &cluster.endpoints[idx];
+    let limits = cluster.cluster.resilience.breakers;
+    let slot = match cluster
+        .state
+        .breakers
+        .connections
+        .try_acquire(Limit::Connections, limits.max_connections)
+    {
+        Ok(slot) => slot,
+        Err(o) => {
+            cluster.overflowed(o.limit);
+            tracing::info!(cluster = %cluster.cluster.name, "{o}: closing TCP connection");
+            return;
+        }
+    };
     let timeout = cluster.cluster.connect_timeout;
     let mut up = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.address)).await {
         Ok(Ok(s)) => s,
@@ -51,7 +66,7 @@ pub async fn relay<I>(
         }
     };
     let _ = up.set_nodelay(true);
-    let _active = cluster.metrics.opened();
+    let _active = cluster.metrics.opened(slot);
     endpoint.load.start();
     let start = Instant::now();
     let copied = tokio::select! {

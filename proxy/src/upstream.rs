@@ -1,5 +1,6 @@
-//! Upstream state that outlives configuration swaps: per-endpoint load statistics and
-//! connection pools, kept in a registry keyed by (cluster, address).
+//! Upstream state that outlives configuration swaps: per-endpoint load statistics,
+//! outlier and health state and connection pools, keyed by (cluster, address); per-cluster
+//! retry budget, circuit-breaker counters and ejection count, keyed by cluster.
 
 pub mod h1;
 pub mod pool;
@@ -12,8 +13,15 @@ use std::time::Instant;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use remora_filters::balance::{EndpointLoad, HasLoad};
+use remora_filters::breaker::{Breakers, Slot};
+use remora_filters::budget::Budget;
+use remora_filters::health::EndpointHealth;
+use remora_filters::latency::LatencyEstimate;
+use remora_filters::outlier::{ClusterOutliers, EndpointOutlier};
 
-use crate::metrics::{ClusterLabels, ConnectErrorLabels, Metrics, Name};
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::{ClusterLabels, ClusterReasonLabels, Metrics, Name, TimeoutLabels};
 use pool::Pool;
 
 /// One upstream endpoint: its load (for the balancer) and its connections.
@@ -21,6 +29,8 @@ use pool::Pool;
 pub struct EndpointState {
     pub address: SocketAddr,
     pub load: EndpointLoad,
+    pub outlier: EndpointOutlier,
+    pub health: EndpointHealth,
     pub pool: Arc<Pool>,
 }
 
@@ -28,20 +38,41 @@ impl HasLoad for EndpointState {
     fn load(&self) -> &EndpointLoad {
         &self.load
     }
+
+    fn available(&self) -> bool {
+        !self.outlier.is_ejected() && self.health.is_healthy()
+    }
+}
+
+/// A cluster's resilience state: kept while the cluster exists, whatever its settings do.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    pub budget: Budget,
+    pub breakers: Breakers,
+    pub outliers: ClusterOutliers,
 }
 
 /// A cluster's upstream connection metrics, resolved once per snapshot.
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {
-    cluster: Name,
+    pub cluster: Name,
     opened: Counter,
     active: Gauge,
-    errors: prometheus_client::metrics::family::Family<ConnectErrorLabels, Counter>,
+    errors: Family<ClusterReasonLabels, Counter>,
+    pub retries: Family<ClusterReasonLabels, Counter>,
+    pub retries_refused: Family<ClusterReasonLabels, Counter>,
+    pub overflows: Family<ClusterReasonLabels, Counter>,
+    pub ejections: Family<ClusterReasonLabels, Counter>,
+    pub health_checks: Family<ClusterReasonLabels, Counter>,
+    pub timeouts: Family<TimeoutLabels, Counter>,
+    pub ejected: Gauge,
+    pub unhealthy: Gauge,
 }
 
-/// Decrements the active-connection gauge when the connection task ends.
+/// Decrements the active-connection gauge, and gives back the connection's slot of
+/// `maxConnections`, when the connection ends.
 #[derive(Debug)]
-pub struct ActiveGuard(Gauge);
+pub struct ActiveGuard(Gauge, #[allow(dead_code)] Slot);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -59,18 +90,36 @@ impl UpstreamMetrics {
             opened: metrics.upstream_connections.get_or_create(&labels).clone(),
             active: metrics.upstream_active.get_or_create(&labels).clone(),
             errors: metrics.upstream_connect_errors.clone(),
+            retries: metrics.retries.clone(),
+            retries_refused: metrics.retries_refused.clone(),
+            overflows: metrics.overflows.clone(),
+            ejections: metrics.ejections.clone(),
+            health_checks: metrics.health_checks.clone(),
+            timeouts: metrics.timeouts.clone(),
+            ejected: metrics.endpoints_ejected.get_or_create(&labels).clone(),
+            unhealthy: metrics.endpoints_unhealthy.get_or_create(&labels).clone(),
         }
     }
 
-    pub fn opened(&self) -> ActiveGuard {
+    /// Counts one event of `family` for this cluster.
+    pub fn count(&self, family: &Family<ClusterReasonLabels, Counter>, reason: &'static str) {
+        family
+            .get_or_create(&ClusterReasonLabels {
+                cluster: self.cluster.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn opened(&self, slot: Slot) -> ActiveGuard {
         self.opened.inc();
         self.active.inc();
-        ActiveGuard(self.active.clone())
+        ActiveGuard(self.active.clone(), slot)
     }
 
     pub fn connect_error(&self, reason: &'static str) {
         self.errors
-            .get_or_create(&ConnectErrorLabels {
+            .get_or_create(&ClusterReasonLabels {
                 cluster: self.cluster.clone(),
                 reason,
             })
@@ -85,12 +134,16 @@ type Key = (Arc<str>, SocketAddr);
 #[derive(Debug, Default)]
 pub struct Registry {
     endpoints: Mutex<HashMap<Key, Arc<EndpointState>>>,
+    clusters: Mutex<HashMap<Arc<str>, Arc<ClusterState>>>,
+    routes: Mutex<HashMap<String, Arc<LatencyEstimate>>>,
 }
 
 /// The endpoint set a new snapshot will use; committed only if the snapshot is applied.
 #[derive(Debug, Default)]
 pub struct Staged {
     endpoints: HashMap<Key, Arc<EndpointState>>,
+    clusters: HashMap<Arc<str>, Arc<ClusterState>>,
+    routes: HashMap<String, Arc<LatencyEstimate>>,
 }
 
 impl Registry {
@@ -115,6 +168,8 @@ impl Registry {
             Arc::new(EndpointState {
                 address,
                 load: EndpointLoad::default(),
+                outlier: EndpointOutlier::default(),
+                health: EndpointHealth::default(),
                 pool: Arc::new(Pool::new(address)),
             })
         });
@@ -122,13 +177,57 @@ impl Registry {
         state
     }
 
-    /// Makes the staged set current; endpoints not in it are dropped (their pools close once
-    /// in-flight requests finish).
-    pub fn commit(&self, staged: Staged) {
-        *self
-            .endpoints
+    /// The cluster's resilience state in the staged set: reused if it exists, else new.
+    pub fn stage_cluster(&self, staged: &mut Staged, cluster: &Arc<str>) -> Arc<ClusterState> {
+        if let Some(s) = staged.clusters.get(cluster) {
+            return s.clone();
+        }
+        let existing = self
+            .clusters
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = staged.endpoints;
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(cluster)
+            .cloned();
+        let state = existing.unwrap_or_default();
+        staged.clusters.insert(cluster.clone(), state.clone());
+        state
+    }
+
+    /// The latency estimate of a hedging route ("table/vhost/route"), reused if it exists.
+    pub fn stage_route(&self, staged: &mut Staged, key: String) -> Arc<LatencyEstimate> {
+        let existing = self
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        staged
+            .routes
+            .entry(key)
+            .or_insert_with(|| existing.unwrap_or_default())
+            .clone()
+    }
+
+    /// Makes the staged set current; endpoints not in it are dropped (their pools close once
+    /// in-flight requests finish), and an ejected one gives its cluster's ejection slot back.
+    pub fn commit(&self, staged: Staged) {
+        let old = std::mem::replace(
+            &mut *self
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            staged.endpoints.clone(),
+        );
+        for ((cluster, _), state) in old
+            .into_iter()
+            .filter(|(k, _)| !staged.endpoints.contains_key(k))
+        {
+            if let Some(c) = staged.clusters.get(&cluster) {
+                state.outlier.reset(&c.outliers);
+            }
+        }
+        *self.clusters.lock().unwrap_or_else(PoisonError::into_inner) = staged.clusters;
+        *self.routes.lock().unwrap_or_else(PoisonError::into_inner) = staged.routes;
     }
 
     pub fn evict_idle(

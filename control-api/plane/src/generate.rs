@@ -186,6 +186,10 @@ fn cluster(service: &Service, resolved: &Resolved) -> Cluster {
         lb_policy: service.lb_policy,
         protocol: service.protocol,
         connect_timeout: service.connect_timeout,
+        circuit_breakers: service.circuit_breakers,
+        retry_budget: service.retry_budget,
+        outlier_detection: service.outlier_detection,
+        health_check: service.health_check.clone(),
         ..Cluster::default()
     }
 }

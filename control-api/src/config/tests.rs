@@ -176,3 +176,192 @@ fn listener_protocol_requirements() {
         "{joined}"
     );
 }
+
+const RESILIENT: &str = r#"
+listeners:
+  - { name: out, address: "127.0.0.1:0", protocol: HTTP, routeTable: t }
+routeTables:
+  - name: t
+    virtualHosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: r
+            forward: { cluster: c }
+            timeout: 5s
+            retry:
+              retryOn: [5xx, reset, retriable-status-codes, unavailable]
+              retriableStatusCodes: [409]
+              maxRetries: 3
+              perTryTimeout: 0.5s
+              backoffBase: 0.01s
+              backoffMax: 1s
+              retryNonIdempotent: true
+              maxBodyBytes: 1024
+            hedge: { delay: 0.02s }
+clusters:
+  - name: c
+    endpoints: [{ address: "127.0.0.1:8081" }]
+    circuitBreakers: { maxConnections: 10, maxPendingRequests: 5, maxRequests: 50, maxRetries: 2 }
+    retryBudget: { ratio: 0.5, minRetriesPerSecond: 3, window: 5s }
+    outlierDetection:
+      consecutive5xx: 7
+      consecutiveGatewayErrors: 0
+      successRateThreshold: 0.9
+      successRateMinRequests: 20
+      interval: 2s
+      baseEjectionTime: 10s
+      maxEjectionTime: 60s
+      maxEjectionPercent: 30
+    healthCheck: { httpPath: /health, interval: 2s, timeout: 0.5s, healthyThreshold: 1, unhealthyThreshold: 4 }
+"#;
+
+#[test]
+fn resilience_settings_validate_with_their_values() {
+    use crate::resilience::HealthCheckKind;
+    use std::time::Duration;
+    let c = validate(&from_yaml(RESILIENT).expect("parses")).expect("valid");
+    let route = &c.route_tables[0].virtual_hosts[0].routes[0];
+    let retry = route.retry.as_deref().expect("retry");
+    assert!(retry.retry_on.status_5xx && retry.retry_on.reset && retry.retry_on.grpc_unavailable);
+    assert!(!retry.retry_on.gateway_error && !retry.retry_on.connect_failure);
+    assert_eq!(retry.retriable_status_codes, [409]);
+    assert_eq!(retry.max_retries, 3);
+    assert_eq!(retry.per_try_timeout, Some(Duration::from_millis(500)));
+    assert_eq!(retry.backoff_base, Duration::from_millis(10));
+    assert_eq!(retry.backoff_max, Duration::from_secs(1));
+    assert!(retry.retry_non_idempotent);
+    assert_eq!(retry.max_body_bytes, 1024);
+    assert_eq!(
+        route.hedge.and_then(|h| h.delay),
+        Some(Duration::from_millis(20))
+    );
+    let r = &c.clusters[0].resilience;
+    assert_eq!(
+        (r.breakers.max_connections, r.breakers.max_pending_requests),
+        (10, 5)
+    );
+    assert_eq!((r.breakers.max_requests, r.breakers.max_retries), (50, 2));
+    assert_eq!(r.budget.ratio, 0.5);
+    assert_eq!(r.budget.min_retries_per_second, 3);
+    assert_eq!(r.budget.window, Duration::from_secs(5));
+    let o = r.outlier.expect("outlier");
+    assert_eq!((o.consecutive_5xx, o.consecutive_gateway_errors), (7, 0));
+    assert_eq!(o.success_rate_threshold, Some(0.9));
+    assert_eq!(o.success_rate_min_requests, 20);
+    assert_eq!(o.interval, Duration::from_secs(2));
+    assert_eq!(o.base_ejection_time, Duration::from_secs(10));
+    assert_eq!(o.max_ejection_time, Duration::from_secs(60));
+    assert_eq!(o.max_ejection_percent, 30);
+    let h = r.health_check.as_ref().expect("health check");
+    assert_eq!(
+        h.kind,
+        HealthCheckKind::Http {
+            path: "/health".into()
+        }
+    );
+    assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (1, 4));
+}
+
+#[test]
+fn resilience_defaults_are_safe() {
+    use crate::resilience::*;
+    let c = validate(&from_yaml(GOOD).expect("parses")).expect("valid");
+    let r = &c.clusters[0].resilience;
+    assert_eq!(r.breakers, CircuitBreakers::default());
+    assert_eq!(r.breakers.max_requests, 1024);
+    assert_eq!(r.budget.ratio, 0.2);
+    assert_eq!(r.budget.min_retries_per_second, 10);
+    let o = r.outlier.expect("outlier detection is on by default");
+    assert_eq!(o.consecutive_5xx, 5);
+    assert_eq!(o.base_ejection_time, std::time::Duration::from_secs(30));
+    assert!(r.health_check.is_none());
+    let route = &c.route_tables[0].virtual_hosts[0].routes[0];
+    assert!(route.retry.is_none() && route.hedge.is_none());
+    // An empty retry policy: the documented default conditions and backoff.
+    let minimal = GOOD.replace("timeout: 1.5s", "timeout: 1.5s\n            retry: {}");
+    let c = validate(&from_yaml(&minimal).expect("parses")).expect("valid");
+    let retry = c.route_tables[0].virtual_hosts[0].routes[0]
+        .retry
+        .clone()
+        .expect("retry");
+    assert_eq!(retry.retry_on, RetryOn::DEFAULT);
+    assert_eq!(retry.max_retries, 2);
+    assert_eq!(retry.backoff_base, std::time::Duration::from_millis(25));
+    assert_eq!(retry.backoff_max, std::time::Duration::from_millis(250));
+    assert_eq!(retry.max_body_bytes, 65536);
+    assert!(!retry.retry_non_idempotent);
+    let off = GOOD.replace(
+        "    ringHash: { header: x-user }",
+        "    ringHash: { header: x-user }\n    outlierDetection: { enabled: false }",
+    );
+    let c = validate(&from_yaml(&off).expect("parses")).expect("valid");
+    assert!(c.clusters[0].resilience.outlier.is_none());
+}
+
+#[test]
+fn bad_resilience_settings_name_their_fields() {
+    let bad = RESILIENT
+        .replace(
+            "retryOn: [5xx, reset, retriable-status-codes, unavailable]",
+            "retryOn: [5xx, sometimes]",
+        )
+        .replace("maxRetries: 3", "maxRetries: 11")
+        .replace("backoffMax: 1s", "backoffMax: 0.001s")
+        .replace(
+            "retriableStatusCodes: [409]",
+            "retriableStatusCodes: [409, 700]",
+        )
+        .replace("maxRequests: 50", "maxRequests: 0")
+        .replace("ratio: 0.5", "ratio: -1")
+        .replace("window: 5s", "window: 120s")
+        .replace("successRateThreshold: 0.9", "successRateThreshold: 1.5")
+        .replace("maxEjectionPercent: 30", "maxEjectionPercent: 101")
+        .replace("maxEjectionTime: 60s", "maxEjectionTime: 1s")
+        .replace("httpPath: /health", "httpPath: health")
+        .replace("perTryTimeout: 0.5s", "perTryTimeout: 0s");
+    let errors = errors_of(&bad);
+    let expect = [
+        "routeTable \"t\": virtualHosts[0].routes[0].retry.retryOn[1]: unknown condition \"sometimes\"",
+        "retry.maxRetries: must be between 0 and 10",
+        "retry.backoffMax: must be at least backoffBase",
+        "retry.retriableStatusCodes[1]: 700 is not an HTTP status code",
+        "retry.retriableStatusCodes: only used when retryOn has \"retriable-status-codes\"",
+        "retry.perTryTimeout: must be greater than zero",
+        "cluster \"c\": circuitBreakers.maxRequests: must be between 1 and 1000000",
+        "cluster \"c\": retryBudget.ratio: must be between 0 and 10",
+        "cluster \"c\": retryBudget.window: must be between 1s and 60s",
+        "cluster \"c\": outlierDetection.successRateThreshold: must be between 0 and 1",
+        "cluster \"c\": outlierDetection.maxEjectionPercent: must be between 0 and 100",
+        "cluster \"c\": outlierDetection.maxEjectionTime: must be at least baseEjectionTime",
+        "cluster \"c\": healthCheck.httpPath: invalid path \"health\"",
+    ];
+    for e in expect {
+        assert!(
+            errors.iter().any(|got| got.contains(e)),
+            "missing {e:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+    // Retries and hedging only make sense where a request is forwarded.
+    let direct = GOOD.replace(
+        "directResponse: { status: 200, body: ok }",
+        "directResponse: { status: 200, body: ok }\n            retry: {}",
+    );
+    let errors = errors_of(&direct);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("retry: only applies to routes that forward")),
+        "{errors:?}"
+    );
+    let empty_hc = RESILIENT.replace(
+        "healthCheck: { httpPath: /health, interval: 2s, timeout: 0.5s, healthyThreshold: 1, unhealthyThreshold: 4 }",
+        "healthCheck: { interval: 2s }",
+    );
+    assert!(
+        errors_of(&empty_hc)
+            .iter()
+            .any(|e| e.contains("set `httpPath: /PATH` or `tcp: true`"))
+    );
+}

@@ -13,6 +13,7 @@ mod http_proxy;
 mod peers;
 mod protocols;
 mod reload;
+mod resilience;
 mod shutdown;
 mod tcp;
 

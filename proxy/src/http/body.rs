@@ -1,6 +1,7 @@
 //! `ProxyBody`: the one body type the proxy moves in both directions: a streamed hyper body,
 //! a response read by the in-task HTTP/1.1 client, or a small body the proxy made itself
-//! (errors, direct responses). No boxing of the body itself.
+//! (errors, direct responses), or a request body kept for retries ([`crate::http::replay`]).
+//! No boxing of the body itself.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,6 +21,7 @@ pin_project_lite::pin_project! {
         Streamed { #[pin] body: Incoming },
         Upstream { #[pin] body: ResponseBody },
         Full { data: Option<Bytes> },
+        Replay { #[pin] body: crate::http::replay::ReplayBody },
     }
 }
 
@@ -46,6 +48,7 @@ impl std::fmt::Debug for ProxyBody {
                 "ProxyBody::Full({:?} bytes)",
                 data.as_ref().map_or(0, Bytes::len)
             ),
+            ProxyBody::Replay { .. } => f.write_str("ProxyBody::Replay"),
         }
     }
 }
@@ -70,6 +73,7 @@ impl Body for ProxyBody {
                 .map(|f| f.map(|r| r.map_err(BoxError::from))),
             ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBodyProj::Replay { body } => body.poll_frame(cx),
         }
     }
 
@@ -78,6 +82,7 @@ impl Body for ProxyBody {
             ProxyBody::Streamed { body } => body.is_end_stream(),
             ProxyBody::Upstream { body } => body.is_end_stream(),
             ProxyBody::Full { data } => data.is_none(),
+            ProxyBody::Replay { body } => body.is_end_stream(),
         }
     }
 
@@ -88,6 +93,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            ProxyBody::Replay { body } => body.size_hint(),
         }
     }
 }

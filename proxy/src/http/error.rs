@@ -2,6 +2,8 @@
 //! an `x-remora-error` reason a client or operator can act on, and a short text body.
 
 use http::{HeaderValue, Response, StatusCode};
+use remora_filters::breaker::Overflow;
+use remora_filters::retry::grpc;
 use remora_filters::router::NoRoute;
 use remora_filters::timeout::RouteTimeout;
 
@@ -22,6 +24,10 @@ pub enum ProxyError {
     UpstreamReset(crate::http::body::BoxError),
     #[error(transparent)]
     Timeout(#[from] RouteTimeout),
+    #[error("per-try timeout of {0:?} elapsed before the response (no retry left)")]
+    TryTimeout(std::time::Duration),
+    #[error("cluster {0:?}: {1}")]
+    Overflow(std::sync::Arc<str>, Overflow),
     #[error("listener {0:?} was removed; retry on a new connection")]
     ListenerGone(std::sync::Arc<str>),
     #[error("bad request: {0}")]
@@ -37,9 +43,13 @@ impl ProxyError {
             ProxyError::NoRoute(_) => "no-route",
             ProxyError::NoHealthyEndpoints(_) => "no-healthy-endpoints",
             ProxyError::Connect(ConnectError::Timeout(..)) => "connect-timeout",
+            ProxyError::Connect(ConnectError::Overflow(..)) | ProxyError::Overflow(..) => {
+                "overflow"
+            }
             ProxyError::Connect(_) => "connect-failure",
             ProxyError::UpstreamReset(_) => "upstream-reset",
             ProxyError::Timeout(_) => "request-timeout",
+            ProxyError::TryTimeout(_) => "per-try-timeout",
             ProxyError::ListenerGone(_) => "listener-draining",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::ConnectNotSupported => "connect-not-supported",
@@ -51,12 +61,54 @@ impl ProxyError {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyEndpoints(_)
             | ProxyError::Connect(_)
+            | ProxyError::Overflow(..)
             | ProxyError::ListenerGone(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout(_) | ProxyError::TryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ConnectNotSupported => StatusCode::METHOD_NOT_ALLOWED,
         }
+    }
+
+    /// The gRPC status a gRPC client gets for this error.
+    pub fn grpc_status(&self) -> u32 {
+        match self {
+            ProxyError::NoRoute(_) => grpc::UNIMPLEMENTED,
+            ProxyError::Timeout(_) | ProxyError::TryTimeout(_) => grpc::DEADLINE_EXCEEDED,
+            ProxyError::Overflow(..) | ProxyError::Connect(ConnectError::Overflow(..)) => {
+                grpc::RESOURCE_EXHAUSTED
+            }
+            ProxyError::BadRequest(_) | ProxyError::ConnectNotSupported => grpc::INTERNAL,
+            _ => grpc::UNAVAILABLE,
+        }
+    }
+
+    /// A trailers-only gRPC answer (HTTP 200, `grpc-status` and `grpc-message` in the
+    /// headers), as gRPC clients expect from a proxy; `x-remora-error` is set as for HTTP.
+    pub fn into_grpc_response(self) -> Response<ProxyBody> {
+        let mut rsp = Response::new(ProxyBody::empty());
+        let h = rsp.headers_mut();
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+        // grpc-message is percent-encoded; the reason and message are ASCII here.
+        let msg: String = format!("{}: {self}", self.reason())
+            .bytes()
+            .map(|b| {
+                if (0x20..0x7f).contains(&b) && b != b'%' {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&msg) {
+            h.insert("grpc-message", v);
+        }
+        rsp
     }
 
     pub fn into_response(self) -> Response<ProxyBody> {

@@ -1,24 +1,30 @@
 //! The innermost service of a route: send the request to an endpoint of a cluster (picked by
-//! the cluster's balancer, over a pooled connection), or answer with the route's direct
-//! response. HTTP/1.1 upgrades (WebSocket) are relayed as raw bytes once both sides agree.
+//! the cluster's balancer among available endpoints, over a pooled connection; retried and
+//! hedged by [`crate::http::retry`] when the route says so), or answer with the route's
+//! direct response. HTTP/1.1 upgrades (WebSocket) are relayed as raw bytes once both sides
+//! agree. Every request holds a slot of its cluster's `maxRequests`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper_util::rt::TokioIo;
 use remora_control_api::cluster::{HashKey, UpstreamProtocol};
+use remora_control_api::resilience::RetryPolicy;
 use remora_control_api::route::DirectResponse;
 use remora_filters::balance::PickContext;
+use remora_filters::breaker::Limit;
 use remora_filters::hash::hash64;
+use remora_filters::latency::LatencyEstimate;
 
 use crate::http::body::ProxyBody;
 use crate::http::error::ProxyError;
 use crate::http::headers;
+use crate::metrics::Name;
 use crate::snapshot::ClusterTarget;
 use crate::upstream::EndpointState;
 use crate::upstream::pool::ConnectParams;
@@ -36,6 +42,13 @@ pub enum Target {
 pub struct Forward {
     pub cluster: Arc<ClusterTarget>,
     pub client: SocketAddr,
+    /// The route's retry policy, if it has one.
+    pub retry: Option<Arc<RetryPolicy>>,
+    /// The route's hedging delay, and the latency estimate to feed when the delay is the
+    /// observed p95.
+    pub hedge: Option<Duration>,
+    pub latency: Option<Arc<LatencyEstimate>>,
+    pub route: Name,
 }
 
 impl tower::Service<Request<ProxyBody>> for Target {
@@ -49,7 +62,7 @@ impl tower::Service<Request<ProxyBody>> for Target {
 
     fn call(&mut self, req: Request<ProxyBody>) -> BoxFuture {
         match self {
-            Target::Forward(f) => Box::pin(forward(f.cluster.clone(), f.client, req)),
+            Target::Forward(f) => Box::pin(forward(f.clone(), req)),
             Target::Direct(d) => {
                 let rsp = direct_response(d);
                 Box::pin(async move { Ok(rsp) })
@@ -130,10 +143,16 @@ fn pick_context(
 }
 
 async fn forward(
-    cluster: Arc<ClusterTarget>,
-    client: SocketAddr,
+    f: Forward,
     mut req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let start = Instant::now();
+    let cluster = &f.cluster;
+    let _request = cluster.acquire(Limit::Requests)?;
+    cluster.state.budget.deposit(
+        &cluster.cluster.resilience.budget,
+        tokio::time::Instant::now(),
+    );
     let downstream = req.version();
     let upgrade = headers::is_upgrade(&req);
     let version = match (cluster.cluster.protocol, upgrade) {
@@ -147,56 +166,24 @@ async fn forward(
             "upgrade requests need an HTTP/1.1 upstream",
         ));
     }
-    let idx = cluster
-        .balancer
-        .pick(&cluster.endpoints, pick_context(&cluster, &req, client))
-        .ok_or_else(|| ProxyError::NoHealthyEndpoints(cluster.cluster.name.clone()))?;
-    let endpoint = cluster.endpoints[idx].clone();
+    let ctx = pick_context(cluster, &req, f.client);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     headers::prepare_request(&mut req, version, upgrade)?;
-
-    let c = &cluster.cluster;
-    let params = ConnectParams {
-        connect_timeout: c.connect_timeout,
-        idle_timeout: c.idle_timeout,
-        max_idle: c.max_idle_per_endpoint as usize,
-        metrics: &cluster.metrics,
+    // A route that hedges without a retry policy runs its tries with no retries.
+    let policy = f
+        .retry
+        .as_deref()
+        .or_else(|| f.hedge.map(|_| &*crate::http::retry::NO_RETRIES));
+    let mut rsp = match policy {
+        Some(policy) if !upgrade => crate::http::retry::send(&f, policy, ctx, req).await?,
+        _ => {
+            let idx = pick(cluster, ctx, None)?;
+            send_once(cluster, idx, req, upgrade).await?
+        }
     };
-    let mut in_flight = InFlight::new(endpoint.clone());
-    let mut rsp = if version == Version::HTTP_2 {
-        let mut sender = endpoint
-            .pool
-            .http2(params)
-            .await
-            .inspect_err(|_| in_flight.connect_failed = true)?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| ProxyError::UpstreamReset(e.into()))?
-            .map(ProxyBody::from)
-    } else if upgrade {
-        let mut sender = endpoint
-            .pool
-            .http1_upgrade(params)
-            .await
-            .inspect_err(|_| in_flight.connect_failed = true)?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| ProxyError::UpstreamReset(e.into()))?
-            .map(ProxyBody::from)
-    } else {
-        crate::upstream::h1::send(&endpoint.pool, params, req)
-            .await
-            .map_err(|e| match e {
-                crate::upstream::h1::H1Error::Connect(c) => {
-                    in_flight.connect_failed = true;
-                    ProxyError::Connect(c)
-                }
-                other => ProxyError::UpstreamReset(other.into()),
-            })?
-    };
-    drop(in_flight);
+    if let Some(latency) = &f.latency {
+        latency.record(start.elapsed());
+    }
     if let Some(down) = downstream_upgrade
         && rsp.status() == StatusCode::SWITCHING_PROTOCOLS
     {
@@ -205,6 +192,81 @@ async fn forward(
     }
     headers::prepare_response(&mut rsp, downstream);
     Ok(rsp)
+}
+
+/// An endpoint for the next try: available (not ejected, not failing health checks) and,
+/// for a retry, not the one that just failed.
+pub(crate) fn pick(
+    cluster: &ClusterTarget,
+    ctx: PickContext,
+    avoid: Option<usize>,
+) -> Result<usize, ProxyError> {
+    cluster
+        .balancer
+        .pick_available(&cluster.endpoints, ctx, avoid)
+        .ok_or_else(|| ProxyError::NoHealthyEndpoints(cluster.cluster.name.clone()))
+}
+
+/// One try: `req` (prepared for its upstream hop) to endpoint `idx` of the cluster, over a
+/// pooled or new connection. Records the endpoint's load and its result for outlier
+/// detection.
+pub(crate) async fn send_once(
+    cluster: &ClusterTarget,
+    idx: usize,
+    req: Request<ProxyBody>,
+    upgrade: bool,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let endpoint = &cluster.endpoints[idx];
+    let c = &cluster.cluster;
+    let params = ConnectParams {
+        connect_timeout: c.connect_timeout,
+        idle_timeout: c.idle_timeout,
+        max_idle: c.max_idle_per_endpoint as usize,
+        metrics: &cluster.metrics,
+        breakers: &cluster.state.breakers,
+        limits: c.resilience.breakers,
+        cluster: &c.name,
+    };
+    let mut in_flight = InFlight::new(endpoint.clone());
+    let result = async {
+        if req.version() == Version::HTTP_2 {
+            let mut sender = endpoint
+                .pool
+                .http2(params)
+                .await
+                .inspect_err(|_| in_flight.connect_failed = true)?;
+            Ok(sender
+                .send_request(req)
+                .await
+                .map_err(|e| ProxyError::UpstreamReset(e.into()))?
+                .map(ProxyBody::from))
+        } else if upgrade {
+            let mut sender = endpoint
+                .pool
+                .http1_upgrade(params)
+                .await
+                .inspect_err(|_| in_flight.connect_failed = true)?;
+            Ok(sender
+                .send_request(req)
+                .await
+                .map_err(|e| ProxyError::UpstreamReset(e.into()))?
+                .map(ProxyBody::from))
+        } else {
+            crate::upstream::h1::send(&endpoint.pool, params, req)
+                .await
+                .map_err(|e| match e {
+                    crate::upstream::h1::H1Error::Connect(c) => {
+                        in_flight.connect_failed = true;
+                        ProxyError::Connect(c)
+                    }
+                    other => ProxyError::UpstreamReset(other.into()),
+                })
+        }
+    }
+    .await;
+    drop(in_flight);
+    cluster.observe(idx, &result);
+    result
 }
 
 async fn relay_upgraded(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {

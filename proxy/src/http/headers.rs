@@ -97,6 +97,34 @@ pub fn authority<B>(req: &Request<B>) -> Option<&str> {
     })
 }
 
+/// A gRPC request or response (`content-type: application/grpc[+proto|…]`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The request's `grpc-timeout` (a gRPC deadline: up to 8 digits and a unit, H M S m u n),
+/// if it has a valid one.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        b"H" => Duration::from_secs(n.checked_mul(3600)?),
+        b"M" => Duration::from_secs(n.checked_mul(60)?),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Prepares a routed request for the upstream hop in `version`: hop-by-hop headers out,
 /// URI form and `Host` per version, authority preserved.
 pub fn prepare_request(

@@ -3,8 +3,12 @@
 //!
 //! Layer order (outermost first) — the lifecycle of a routed request:
 //! 1. header rewrite (request headers on the way in, response headers on the way out)
-//! 2. route timeout (504 `request-timeout` if response headers do not arrive in time)
-//! 3. target: forward to a cluster endpoint (balancer + pool), or the direct response
+//! 2. route timeout over all tries (504 `request-timeout` if response headers do not arrive
+//!    in time); a gRPC request's `grpc-timeout` shortens it
+//! 3. target: forward to a cluster endpoint (breakers, balancer, tries with retries and
+//!    hedging, pool), or the direct response
+//!
+//! Errors the proxy answers itself go to gRPC clients as trailers-only gRPC responses.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +30,10 @@ use crate::metrics::{ErrorLabels, Name, RequestLabels};
 use crate::state::Proxy;
 
 static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+
+/// The hedging delay of a route that hedges after its observed p95, until it has seen
+/// enough requests to know it.
+pub const DEFAULT_HEDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// What a downstream connection knows about itself.
 #[derive(Debug)]
@@ -50,6 +58,8 @@ pub async fn handle(
     };
     let mut route_label = none.clone();
     let mut cluster_label = none;
+    let is_grpc = headers::is_grpc(req.headers());
+    let mut timed_cluster = None;
 
     let result = async {
         if req.method() == http::Method::CONNECT {
@@ -83,18 +93,44 @@ pub async fn handle(
                     .get(name)
                     .ok_or_else(|| ProxyError::NoHealthyEndpoints(name.clone()))?;
                 cluster_label = cluster.label.clone();
+                timed_cluster = Some(cluster.clone());
+                let latency = snapshot
+                    .route_latency
+                    .get(&(Arc::as_ptr(route) as usize))
+                    .cloned();
+                let hedge = route.hedge.map(|h| {
+                    h.delay.unwrap_or_else(|| {
+                        latency
+                            .as_ref()
+                            .and_then(|l| l.p95())
+                            .unwrap_or(DEFAULT_HEDGE_DELAY)
+                    })
+                });
                 Target::Forward(Forward {
                     cluster: cluster.clone(),
                     client: conn.client,
+                    retry: route.retry.clone(),
+                    hedge,
+                    latency,
+                    route: route_label.clone(),
                 })
             }
+        };
+        let timeout = match (
+            route.timeout,
+            is_grpc
+                .then(|| headers::grpc_timeout(req.headers()))
+                .flatten(),
+        ) {
+            (Some(r), Some(g)) => Some(r.min(g)),
+            (r, g) => r.or(g),
         };
         let svc = ServiceBuilder::new()
             .layer(RewriteLayer::new(RewriteParams {
                 request: route.request_headers.clone(),
                 response: route.response_headers.clone(),
             }))
-            .layer(TimeoutLayer::new(route.timeout))
+            .layer(TimeoutLayer::new(timeout))
             .service(target);
         svc.oneshot(req).await
     }
@@ -111,7 +147,14 @@ pub async fn handle(
                 error: e.reason(),
             })
             .inc();
-        e.into_response()
+        if let (ProxyError::Timeout(_), Some(c)) = (&e, &timed_cluster) {
+            c.timed_out(&route_label, "request");
+        }
+        if is_grpc {
+            e.into_grpc_response()
+        } else {
+            e.into_response()
+        }
     });
     let labels = RequestLabels {
         direction,

@@ -12,6 +12,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use remora_control_api::resilience::CircuitBreakers;
+use remora_filters::breaker::{Breakers, Limit, Overflow, Slot};
+
 use crate::http::body::ProxyBody;
 use crate::upstream::UpstreamMetrics;
 use crate::upstream::h1;
@@ -25,6 +28,8 @@ pub enum ConnectError {
     Io(SocketAddr, std::io::Error),
     #[error("handshake with {0} failed: {1}")]
     Handshake(SocketAddr, hyper::Error),
+    #[error("cluster {0:?}: {1}")]
+    Overflow(std::sync::Arc<str>, Overflow),
 }
 
 /// How to open a connection (from the cluster's settings).
@@ -34,6 +39,10 @@ pub struct ConnectParams<'a> {
     pub idle_timeout: Duration,
     pub max_idle: usize,
     pub metrics: &'a UpstreamMetrics,
+    /// The cluster's counters and thresholds for connections and pending connects.
+    pub breakers: &'a Breakers,
+    pub limits: CircuitBreakers,
+    pub cluster: &'a std::sync::Arc<str>,
 }
 
 struct Idle {
@@ -95,8 +104,8 @@ impl Pool {
 
     /// A new HTTP/1.1 connection for the in-task client.
     pub async fn connect_h1(&self, p: ConnectParams<'_>) -> Result<h1::Conn, ConnectError> {
-        let io = self.connect(p).await?;
-        Ok(h1::Conn::new(io.into_inner(), p.metrics.opened()))
+        let (io, slot) = self.connect(p).await?;
+        Ok(h1::Conn::new(io.into_inner(), p.metrics.opened(slot)))
     }
 
     /// Returns an HTTP/1.1 connection whose exchange completed cleanly.
@@ -115,12 +124,12 @@ impl Pool {
         &self,
         p: ConnectParams<'_>,
     ) -> Result<http1::SendRequest<ProxyBody>, ConnectError> {
-        let io = self.connect(p).await?;
+        let (io, slot) = self.connect(p).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(|e| ConnectError::Handshake(self.addr, e))?;
-        let active = p.metrics.opened();
+        let active = p.metrics.opened(slot);
         tokio::spawn(async move {
             let _active = active;
             if let Err(e) = conn.with_upgrades().await {
@@ -142,7 +151,7 @@ impl Pool {
         if let Some(s) = self.shared_h2() {
             return Ok(s);
         }
-        let io = self.connect(p).await?;
+        let (io, slot) = self.connect(p).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -150,7 +159,7 @@ impl Pool {
             .handshake(io)
             .await
             .map_err(|e| ConnectError::Handshake(self.addr, e))?;
-        let active = p.metrics.opened();
+        let active = p.metrics.opened(slot);
         tokio::spawn(async move {
             let _active = active;
             if let Err(e) = conn.await {
@@ -179,7 +188,26 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, p: ConnectParams<'_>) -> Result<TokioIo<TcpStream>, ConnectError> {
+    /// A new connection, within the cluster's `maxConnections` and `maxPendingRequests`;
+    /// the returned slot is held for the connection's life.
+    async fn connect(
+        &self,
+        p: ConnectParams<'_>,
+    ) -> Result<(TokioIo<TcpStream>, Slot), ConnectError> {
+        let overflow = |o: Overflow| {
+            p.metrics.count(&p.metrics.overflows, o.limit.as_str());
+            ConnectError::Overflow(p.cluster.clone(), o)
+        };
+        let slot = p
+            .breakers
+            .connections
+            .try_acquire(Limit::Connections, p.limits.max_connections)
+            .map_err(overflow)?;
+        let _pending = p
+            .breakers
+            .pending
+            .try_acquire(Limit::PendingRequests, p.limits.max_pending_requests)
+            .map_err(overflow)?;
         let stream =
             match tokio::time::timeout(p.connect_timeout, TcpStream::connect(self.addr)).await {
                 Ok(Ok(s)) => s,
@@ -193,7 +221,7 @@ impl Pool {
                 }
             };
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok((TokioIo::new(stream), slot))
     }
 
     /// Closes connections idle for longer than `idle_timeout`.

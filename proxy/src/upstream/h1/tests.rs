@@ -90,12 +90,20 @@ fn wants_more(req: &[u8]) -> bool {
         .is_some_and(|n| body.len() < n)
 }
 
+static BREAKERS: std::sync::LazyLock<remora_filters::breaker::Breakers> =
+    std::sync::LazyLock::new(Default::default);
+static CLUSTER: std::sync::LazyLock<std::sync::Arc<str>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::from("up"));
+
 fn params(metrics: &UpstreamMetrics) -> ConnectParams<'_> {
     ConnectParams {
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(60),
         max_idle: 8,
         metrics,
+        breakers: &BREAKERS,
+        limits: remora_control_api::resilience::CircuitBreakers::default(),
+        cluster: &CLUSTER,
     }
 }
 

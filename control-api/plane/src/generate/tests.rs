@@ -224,3 +224,72 @@ fn deltas_list_new_and_reweighted_endpoints_and_removed_addresses() {
     );
     assert_eq!(d["a"].removed, vec!["1.1.1.1:80".to_owned()]);
 }
+
+#[test]
+fn resilience_settings_reach_the_proxies_from_services_and_policies() {
+    let mesh = r#"
+services:
+  - name: orders
+    endpoints: [{ address: "10.0.1.1:80" }]
+    circuitBreakers: { maxRequests: 50 }
+    retryBudget: { ratio: 0.1 }
+    outlierDetection: { consecutive5xx: 3, baseEjectionTime: 10s }
+    healthCheck: { httpPath: /healthz, interval: 2s }
+policies:
+  - service: orders
+    routes:
+      - name: api
+        forward: { cluster: orders }
+        timeout: 2s
+        retry: { retryOn: [5xx], maxRetries: 3, perTryTimeout: 0.5s }
+        hedge: { delay: 0.05s }
+sidecars:
+  - service: web
+    upstreams: [{ service: orders, address: "127.0.0.1:7001" }]
+"#;
+    let m = model(mesh);
+    let pc = generate(&m, "web");
+    let config = remora_control_api::validate(&pc.config).unwrap();
+    let orders = config
+        .clusters
+        .iter()
+        .find(|c| &*c.name == "orders")
+        .unwrap();
+    let r = &orders.resilience;
+    assert_eq!(r.breakers.max_requests, 50);
+    assert_eq!(r.budget.ratio, 0.1);
+    let o = r.outlier.unwrap();
+    assert_eq!(o.consecutive_5xx, 3);
+    assert_eq!(o.base_ejection_time, std::time::Duration::from_secs(10));
+    assert!(r.health_check.is_some());
+    let route = config
+        .route_tables
+        .iter()
+        .flat_map(|t| &t.virtual_hosts)
+        .flat_map(|v| &v.routes)
+        .find(|r| &*r.name == "api")
+        .unwrap();
+    let retry = route.retry.as_deref().unwrap();
+    assert!(retry.retry_on.status_5xx);
+    assert_eq!(retry.max_retries, 3);
+    assert!(route.hedge.is_some());
+}
+
+#[test]
+fn a_bad_resilience_setting_is_refused_by_the_control_plane() {
+    let mesh = MESH.replace(
+        "lbPolicy: ROUND_ROBIN, connectTimeout: 2s }",
+        "lbPolicy: ROUND_ROBIN, connectTimeout: 2s, outlierDetection: { maxEjectionPercent: 150 } }",
+    );
+    let m = model(&mesh);
+    let sources: Vec<Arc<dyn crate::discovery::Source>> = vec![Arc::new(StaticSource)];
+    let resolved = resolve_all(&sources, &m);
+    let Err(errors) = crate::state::MeshState::compile(Arc::new(m), resolved, 1) else {
+        panic!("a bad outlier setting was accepted");
+    };
+    let text = errors.to_string();
+    assert!(
+        text.contains("outlierDetection.maxEjectionPercent: must be between 0 and 100"),
+        "{text}"
+    );
+}

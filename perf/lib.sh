@@ -138,15 +138,22 @@ start_upstream() {
 # remora_config FILE -> renders the Remora preset with 99 extra unused services, each a
 # virtual host (by authority, as a sidecar's outbound listener sees them) and a cluster
 remora_config() {
-  local out=$1 routes="" clusters="" i
+  local out=$1 route_extra=${2:-} cluster_extra=${3:-} routes="" clusters="" i
   for i in $(seq 1 99); do
     routes+="      - { name: svc$i, domains: [svc$i.svc], routes: [{ name: svc$i, forward: { cluster: svc$i } }] }"$'\n'
     clusters+="  - { name: svc$i, endpoints: [{ address: \"10.1.$((i / 250)).$((i % 250 + 1)):8080\" }] }"$'\n'
   done
   render "$HARNESS_DIR/conf/remora.yaml.tmpl" "$out" HOST="$HOST" PORT="$REMORA_PORT" \
     ADMIN_PORT="$REMORA_ADMIN_PORT" GRPC_PORT="$REMORA_GRPC_PORT" UPSTREAM="$UPSTREAM" \
-    GRPC_UPSTREAM="$GRPC_UPSTREAM" EXTRA_ROUTES="${routes%$'\n'}" EXTRA_CLUSTERS="${clusters%$'\n'}"
+    GRPC_UPSTREAM="$GRPC_UPSTREAM" EXTRA_ROUTES="${routes%$'\n'}" EXTRA_CLUSTERS="${clusters%$'\n'}" \
+    ROUTE_EXTRA="$route_extra" CLUSTER_EXTRA="$cluster_extra"
 }
+
+# Every resilience layer configured, none expected to act during a run: retries (with a
+# per-try timeout), hedging after 10 s, a 30 s route timeout; thresholds far above the load,
+# a retry budget, outlier detection with success rate, and an HTTP health check each second.
+RESILIENT_ROUTE=', timeout: 30s, retry: { maxRetries: 2, perTryTimeout: 10s }, hedge: { delay: 10s }'
+RESILIENT_CLUSTER=', circuitBreakers: { maxConnections: 100000, maxPendingRequests: 100000, maxRequests: 100000, maxRetries: 100000 }, retryBudget: { ratio: 0.2 }, outlierDetection: { successRateThreshold: 0.5, successRateMinRequests: 100 }, healthCheck: { tcp: true, interval: 1s }'
 
 # --- target presets -------------------------------------------------------------
 # Each preset sets: T_CMD (foreground command), T_PORT (HTTP/1.1), T_H2PORT (h2c or empty),
@@ -166,6 +173,13 @@ prepare_target() {
       remora_config "$d/remora.yaml"
       T_CMD=("$REMORA_BIN" --config "$d/remora.yaml" --threads "$n")
       # RUST_LOG=warn: no per-request logging; info logs only at start-up anyway.
+      export RUST_LOG=warn ;;
+    remora-resilient:*)
+      n=${spec#remora-resilient:}; d="$WORK/remora-resilient$n"; mkdir -p "$d"
+      T_NAME="remora-resilient-${n}t"
+      T_PORT=$REMORA_PORT; T_H2PORT=$REMORA_PORT; T_GRPCPORT=$REMORA_GRPC_PORT
+      remora_config "$d/remora.yaml" "$RESILIENT_ROUTE" "$RESILIENT_CLUSTER"
+      T_CMD=("$REMORA_BIN" --config "$d/remora.yaml" --threads "$n")
       export RUST_LOG=warn ;;
     nginx:*)
       n=${spec#nginx:}; d="$WORK/nginx$n"; mkdir -p "$d"; T_NAME="nginx-${n}w"

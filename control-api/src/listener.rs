@@ -43,7 +43,12 @@ pub struct Listener {
     /// Opaque TCP destination (set for `Tcp` and `Auto`).
     pub cluster: Option<Arc<str>>,
     pub detect_timeout: Duration,
+    /// Closes a connection idle this long (see the schema for what idle means per protocol).
+    pub idle_timeout: Duration,
 }
+
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Listener> {
     let name_ok = errs.check("name", util::name(&l.name)).is_some();
@@ -72,6 +77,21 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
     let detect_timeout = errs.check(
         "detectTimeout",
         util::duration(l.detect_timeout.as_ref(), DEFAULT_DETECT_TIMEOUT),
+    );
+    let idle_default = if l.protocol == proto::ListenerProtocol::Tcp as i32 {
+        DEFAULT_TCP_IDLE_TIMEOUT
+    } else {
+        DEFAULT_HTTP_IDLE_TIMEOUT
+    };
+    let idle_timeout = errs.check(
+        "idleTimeout",
+        util::duration(l.idle_timeout.as_ref(), idle_default).and_then(|d| {
+            if d.is_zero() {
+                Err("must be greater than zero".to_owned())
+            } else {
+                Ok(d)
+            }
+        }),
     );
     let route_table = (!l.route_table.is_empty()).then(|| Arc::<str>::from(l.route_table.as_str()));
     let cluster = (!l.cluster.is_empty()).then(|| Arc::<str>::from(l.cluster.as_str()));
@@ -107,5 +127,6 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
         route_table,
         cluster,
         detect_timeout: detect_timeout?,
+        idle_timeout: idle_timeout?,
     })
 }

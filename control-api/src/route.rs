@@ -49,7 +49,10 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retry: Option<Arc<RetryPolicy>>,
     pub hedge: Option<HedgePolicy>,
+    pub stream_idle_timeout: Duration,
 }
+
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Default)]
 pub struct RouteMatch {
@@ -273,6 +276,16 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         .hedge
         .as_ref()
         .map(|h| resilience::hedge(h, &format!("{at}.hedge"), errs));
+    let stream_idle_timeout = errs.check(
+        format!("{at}.streamIdleTimeout"),
+        util::duration(r.stream_idle_timeout.as_ref(), DEFAULT_STREAM_IDLE_TIMEOUT).and_then(|d| {
+            if d.is_zero() {
+                Err("must be greater than zero".to_owned())
+            } else {
+                Ok(d)
+            }
+        }),
+    );
     Some(Route {
         name,
         matcher: matcher?,
@@ -282,6 +295,7 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         timeout: timeout?,
         retry: retry.map_or(Some(None), |r| r.map(Some))?,
         hedge: hedge.map_or(Some(None), |h| h.map(Some))?,
+        stream_idle_timeout: stream_idle_timeout?,
     })
 }
 

@@ -161,11 +161,89 @@ fn bench_header_rewrite(c: &mut Criterion) {
     });
 }
 
+/// What the resilience layers add to every request that succeeds: a `maxRequests` slot,
+/// a retry-budget deposit, an outlier-detector success, the availability check of a pick.
+fn bench_resilience(c: &mut Criterion) {
+    use remora_control_api::resilience::{OutlierDetection, RetryBudget};
+    use remora_filters::breaker::{Counter, Limit};
+    use remora_filters::budget::Budget;
+    use remora_filters::outlier::{ClusterOutliers, EndpointOutlier, Observed};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let counter = Arc::new(Counter::default());
+    c.bench_function("resilience/breaker_slot_acquire_release", |b| {
+        b.iter(|| black_box(counter.try_acquire(Limit::Requests, 1024).is_ok()));
+    });
+    let budget = Budget::new();
+    let cfg = RetryBudget::default();
+    c.bench_function("resilience/budget_deposit", |b| {
+        b.iter(|| budget.deposit(&cfg, tokio::time::Instant::now()));
+    });
+    c.bench_function("resilience/budget_withdraw", |b| {
+        b.iter(|| black_box(budget.withdraw(&cfg, tokio::time::Instant::now())));
+    });
+    let (endpoint, cluster) = (EndpointOutlier::default(), ClusterOutliers::default());
+    let outlier = OutlierDetection::default();
+    c.bench_function("resilience/outlier_record_success", |b| {
+        b.iter(|| {
+            black_box(endpoint.record(
+                &cluster,
+                &outlier,
+                10,
+                Observed::Success,
+                tokio::time::Instant::now(),
+            ))
+        });
+    });
+    let with_rate = OutlierDetection {
+        success_rate_threshold: Some(0.8),
+        ..outlier
+    };
+    c.bench_function("resilience/outlier_record_success_with_success_rate", |b| {
+        b.iter(|| {
+            black_box(endpoint.record(
+                &cluster,
+                &with_rate,
+                10,
+                Observed::Success,
+                tokio::time::Instant::now(),
+            ))
+        });
+    });
+    use remora_control_api::cluster::{Endpoint, LbPolicy};
+    let eps: Vec<Endpoint> = (0..10)
+        .map(|i| Endpoint {
+            address: format!("10.0.0.{}:80", i + 1).parse().expect("addr"),
+            weight: 1,
+        })
+        .collect();
+    let loads: Vec<E> = (0..10).map(|_| E(EndpointLoad::default())).collect();
+    let b = Balancer::new(&LbPolicy::P2cPeakEwma, &eps);
+    c.bench_function("resilience/pick_available/p2c_ewma/10_endpoints", |bench| {
+        bench.iter(|| black_box(b.pick_available(&loads, PickContext::default(), None)));
+    });
+    let mut h = http::HeaderMap::new();
+    for i in 0..8 {
+        h.insert(
+            http::HeaderName::from_bytes(format!("x-header-{i}").as_bytes()).expect("name"),
+            http::HeaderValue::from_static("value"),
+        );
+    }
+    c.bench_function("resilience/retry_headers_clone_8", |bench| {
+        bench.iter(|| black_box(h.clone()));
+    });
+}
+
 criterion_group!(
     benches,
     bench_route_match,
     bench_balancer,
     bench_snapshot_compile,
-    bench_header_rewrite
+    bench_header_rewrite,
+    bench_resilience
 );
 criterion_main!(benches);

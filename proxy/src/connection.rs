@@ -78,10 +78,11 @@ pub async fn serve(
         active.dec();
         return;
     }
-    let conn = Arc::new(ConnInfo {
-        listener: listener.clone(),
+    let conn = Arc::new(ConnInfo::new(
+        listener.clone(),
         client,
-    });
+        target.listener.idle_timeout,
+    ));
     if matches!(detected, Ok(Detected::Http1)) && *H1_FAST_PATH {
         // Boxed here (and below): the task's size is the future's, for the whole life of the
         // connection, and an idle connection should not carry the handler's state.
@@ -128,6 +129,7 @@ pub async fn serve(
                     bytes,
                     drain,
                     drain_timeout,
+                    target.listener.idle_timeout,
                 ))
                 .await;
             }

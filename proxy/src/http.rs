@@ -5,6 +5,7 @@ pub mod error;
 pub mod forward;
 pub mod h1_server;
 pub mod headers;
+pub mod idle;
 pub mod proxy;
 pub mod replay;
 pub mod retry;

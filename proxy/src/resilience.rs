@@ -88,6 +88,18 @@ impl ClusterTarget {
         self.record(idx, observed);
     }
 
+    /// A TCP relay's connect to endpoint `idx` succeeded or failed.
+    pub fn record_connect(&self, idx: usize, ok: bool) {
+        self.record(
+            idx,
+            if ok {
+                Observed::Success
+            } else {
+                Observed::GatewayError
+            },
+        );
+    }
+
     fn record(&self, idx: usize, observed: Observed) {
         let Some(cfg) = &self.cluster.resilience.outlier else {
             return;

@@ -152,6 +152,7 @@ fn listener(
             String::new()
         },
         detect_timeout: None,
+        idle_timeout: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod control;
 mod demo;
 mod errors;
 mod http_proxy;
+mod idle;
 mod peers;
 mod protocols;
 mod reload;

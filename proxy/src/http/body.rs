@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::http::idle::{ActiveRequest, IdleTimer};
 use crate::upstream::h1::ResponseBody;
 
 /// Errors a body can end with (a hyper error, or an upstream HTTP/1.1 one).
@@ -18,10 +19,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Streamed { #[pin] body: Incoming },
+        Streamed { #[pin] body: Incoming, idle: Option<IdleTimer> },
         Upstream { #[pin] body: ResponseBody },
         Full { data: Option<Bytes> },
         Replay { #[pin] body: crate::http::replay::ReplayBody },
+        /// A response on a hyper-served connection: counted as in flight until done.
+        Tracked { body: Pin<Box<ProxyBody>>, active: ActiveRequest },
     }
 }
 
@@ -49,13 +52,24 @@ impl std::fmt::Debug for ProxyBody {
                 data.as_ref().map_or(0, Bytes::len)
             ),
             ProxyBody::Replay { .. } => f.write_str("ProxyBody::Replay"),
+            ProxyBody::Tracked { body, .. } => write!(f, "ProxyBody::Tracked({body:?})"),
         }
     }
 }
 
 impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
-        ProxyBody::Streamed { body }
+        ProxyBody::Streamed { body, idle: None }
+    }
+}
+
+impl ProxyBody {
+    /// An upstream's streamed body, ended with an error after `idle` without bytes.
+    pub fn streamed_with_idle(body: Incoming, idle: std::time::Duration) -> Self {
+        ProxyBody::Streamed {
+            body,
+            idle: Some(IdleTimer::new(idle)),
+        }
     }
 }
 
@@ -68,32 +82,41 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Streamed { body } => body
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            ProxyBodyProj::Streamed { body, idle } => {
+                let poll = body.poll_frame(cx);
+                if let Some(idle) = idle
+                    && let Err(e) = idle.check(cx, poll.is_pending())
+                {
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                poll.map(|f| f.map(|r| r.map_err(BoxError::from)))
+            }
             ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Replay { body } => body.poll_frame(cx),
+            ProxyBodyProj::Tracked { body, .. } => body.as_mut().poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Streamed { body } => body.is_end_stream(),
+            ProxyBody::Streamed { body, .. } => body.is_end_stream(),
             ProxyBody::Upstream { body } => body.is_end_stream(),
             ProxyBody::Full { data } => data.is_none(),
             ProxyBody::Replay { body } => body.is_end_stream(),
+            ProxyBody::Tracked { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Streamed { body } => body.size_hint(),
+            ProxyBody::Streamed { body, .. } => body.size_hint(),
             ProxyBody::Upstream { body } => body.size_hint(),
             ProxyBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ProxyBody::Replay { body } => body.size_hint(),
+            ProxyBody::Tracked { body, .. } => body.size_hint(),
         }
     }
 }

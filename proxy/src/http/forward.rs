@@ -49,6 +49,8 @@ pub struct Forward {
     pub hedge: Option<Duration>,
     pub latency: Option<Arc<LatencyEstimate>>,
     pub route: Name,
+    /// The route's stream idle timeout (for response bodies).
+    pub stream_idle: Duration,
 }
 
 impl tower::Service<Request<ProxyBody>> for Target {
@@ -178,7 +180,7 @@ async fn forward(
         Some(policy) if !upgrade => crate::http::retry::send(&f, policy, ctx, req).await?,
         _ => {
             let idx = pick(cluster, ctx, None)?;
-            send_once(cluster, idx, req, upgrade).await?
+            send_once(cluster, idx, req, upgrade, f.stream_idle).await?
         }
     };
     if let Some(latency) = &f.latency {
@@ -215,6 +217,7 @@ pub(crate) async fn send_once(
     idx: usize,
     req: Request<ProxyBody>,
     upgrade: bool,
+    stream_idle: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let endpoint = &cluster.endpoints[idx];
     let c = &cluster.cluster;
@@ -226,6 +229,7 @@ pub(crate) async fn send_once(
         breakers: &cluster.state.breakers,
         limits: c.resilience.breakers,
         cluster: &c.name,
+        stream_idle,
     };
     let mut in_flight = InFlight::new(endpoint.clone());
     let result = async {
@@ -239,7 +243,7 @@ pub(crate) async fn send_once(
                 .send_request(req)
                 .await
                 .map_err(|e| ProxyError::UpstreamReset(e.into()))?
-                .map(ProxyBody::from))
+                .map(|b| ProxyBody::streamed_with_idle(b, stream_idle)))
         } else if upgrade {
             let mut sender = endpoint
                 .pool

@@ -33,7 +33,6 @@ use crate::state::Proxy;
 use codec::{Framing, Parsed};
 
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(75);
 const READ_CHUNK: usize = 8 * 1024;
 const MAX_IOVECS: usize = 16;
 
@@ -47,14 +46,15 @@ pub async fn serve(
 ) {
     let mut spans = Vec::new();
     loop {
-        let parsed = match read_head(&mut stream, &mut buf, &mut spans, &drain).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "downstream connection failed");
-                return;
-            }
-        };
+        let parsed =
+            match read_head(&mut stream, &mut buf, &mut spans, &drain, conn.idle_timeout).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "downstream connection failed");
+                    return;
+                }
+            };
         let (parts, head_len, body_len, close) = match parsed {
             Parsed::Simple {
                 parts,
@@ -113,13 +113,14 @@ pub async fn serve(
 }
 
 /// Reads until a request head is complete (or the connection ends: `Ok(None)`). Waiting
-/// for the first byte is bounded by the keep-alive idle time and ends at once on drain;
+/// for the first byte is bounded by the listener's idle timeout and ends at once on drain;
 /// the rest of the head must follow within the head timeout.
 async fn read_head(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     spans: &mut Vec<(usize, usize, usize, usize)>,
     drain: &CancellationToken,
+    idle_timeout: Duration,
 ) -> std::io::Result<Option<Parsed>> {
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -132,7 +133,7 @@ async fn read_head(
         let until = *deadline.get_or_insert_with(|| {
             tokio::time::Instant::now()
                 + if buf.is_empty() {
-                    KEEP_ALIVE_IDLE
+                    idle_timeout
                 } else {
                     HEAD_TIMEOUT
                 }

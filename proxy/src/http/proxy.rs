@@ -40,6 +40,43 @@ pub const DEFAULT_HEDGE_DELAY: std::time::Duration = std::time::Duration::from_m
 pub struct ConnInfo {
     pub listener: Arc<str>,
     pub client: SocketAddr,
+    /// The listener's `idleTimeout`.
+    pub idle_timeout: std::time::Duration,
+    /// Requests in flight (hyper-served connections; see [`crate::http::idle`]).
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `opened` to the last request's end.
+    last_active_ms: std::sync::atomic::AtomicU64,
+    opened: tokio::time::Instant,
+}
+
+impl ConnInfo {
+    pub fn new(listener: Arc<str>, client: SocketAddr, idle_timeout: std::time::Duration) -> Self {
+        Self {
+            listener,
+            client,
+            idle_timeout,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last_active_ms: std::sync::atomic::AtomicU64::new(0),
+            opened: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Marks activity now.
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms
+            .store(ms, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How long the connection has had no request in flight; `None` while one is.
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        use std::sync::atomic::Ordering;
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = std::time::Duration::from_millis(self.last_active_ms.load(Ordering::Acquire));
+        Some(self.opened.elapsed().saturating_sub(last))
+    }
 }
 
 /// Handles one request; never fails (errors become responses).
@@ -107,6 +144,7 @@ pub async fn handle(
                     })
                 });
                 Target::Forward(Forward {
+                    stream_idle: route.stream_idle_timeout,
                     cluster: cluster.clone(),
                     client: conn.client,
                     retry: route.retry.clone(),

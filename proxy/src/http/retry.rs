@@ -46,7 +46,7 @@ enum BodySource {
     /// Streamed with a copy kept for replay.
     Replay(ReplayBody),
     /// Too large to keep: sent once.
-    Once(Option<ProxyBody>),
+    Once(Option<Box<ProxyBody>>),
 }
 
 impl BodySource {
@@ -56,7 +56,9 @@ impl BodySource {
                 BodySource::Full(data)
             }
             b if b.is_end_stream() => BodySource::Full(None),
-            b if b.size_hint().exact().is_some_and(|n| n > max as u64) => BodySource::Once(Some(b)),
+            b if b.size_hint().exact().is_some_and(|n| n > max as u64) => {
+                BodySource::Once(Some(Box::new(b)))
+            }
             b => BodySource::Replay(ReplayBody::new(b, max)),
         }
     }
@@ -67,7 +69,7 @@ impl BodySource {
             BodySource::Replay(r) => r
                 .replay()
                 .map_or_else(ProxyBody::empty, |body| ProxyBody::Replay { body }),
-            BodySource::Once(b) => b.take().unwrap_or_else(ProxyBody::empty),
+            BodySource::Once(b) => b.take().map_or_else(ProxyBody::empty, |b| *b),
         }
     }
 
@@ -212,9 +214,9 @@ async fn try_once(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cluster = &f.cluster;
     let Some(limit) = policy.per_try_timeout else {
-        return send_once(cluster, idx, req, false).await;
+        return send_once(cluster, idx, req, false, f.stream_idle).await;
     };
-    match tokio::time::timeout(limit, send_once(cluster, idx, req, false)).await {
+    match tokio::time::timeout(limit, send_once(cluster, idx, req, false, f.stream_idle)).await {
         Ok(r) => r,
         Err(_) => {
             cluster.try_timed_out(idx, &f.route);

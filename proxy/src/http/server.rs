@@ -1,5 +1,6 @@
 //! Serving one downstream HTTP connection (HTTP/1.1 with upgrades, or HTTP/2) with hyper,
-//! with graceful shutdown on drain: HTTP/2 GOAWAY, HTTP/1.1 close after the current request.
+//! with graceful shutdown on drain or after the listener's idle timeout with no request in
+//! flight: HTTP/2 GOAWAY, HTTP/1.1 close after the current request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::body::ProxyBody;
+use crate::http::idle::{ActiveRequest, idle};
 use crate::http::proxy::{ConnInfo, handle};
 use crate::state::Proxy;
 
@@ -34,8 +36,17 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let watch = conn.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        handle(req.map(ProxyBody::from), proxy.clone(), conn.clone())
+        let active = ActiveRequest::new(conn.clone());
+        let rsp = handle(req.map(ProxyBody::from), proxy.clone(), conn.clone());
+        async move {
+            let Ok(rsp) = rsp.await;
+            Ok::<_, std::convert::Infallible>(rsp.map(|body| ProxyBody::Tracked {
+                body: Box::pin(body),
+                active,
+            }))
+        }
     });
     let io = TokioIo::new(io);
     let result = match version {
@@ -53,6 +64,10 @@ pub async fn serve<I>(
                     c.as_mut().graceful_shutdown();
                     c.await
                 }
+                () = idle(&watch) => {
+                    c.as_mut().graceful_shutdown();
+                    c.await
+                }
             }
         }
         HttpVersion::Http2 => {
@@ -67,6 +82,11 @@ pub async fn serve<I>(
             tokio::select! {
                 r = c.as_mut() => r,
                 () = drain.cancelled() => {
+                    c.as_mut().graceful_shutdown();
+                    c.await
+                }
+                () = idle(&watch) => {
+                    tracing::debug!("closing an idle HTTP/2 connection (GOAWAY)");
                     c.as_mut().graceful_shutdown();
                     c.await
                 }

@@ -21,6 +21,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::http::body::{BoxError, ProxyBody};
+use crate::http::idle::IdleTimer;
 use crate::upstream::ActiveGuard;
 use crate::upstream::pool::{ConnectError, ConnectParams, Pool};
 use codec::{Chunked, Decoded, RequestFraming, ResponseFraming};
@@ -143,7 +144,7 @@ pub async fn send(
         }
         Err((e, _)) => return Err(e),
     };
-    Ok(finish(ex, rsp, pool, params.max_idle))
+    Ok(finish(ex, rsp, pool, params.max_idle, params.stream_idle))
 }
 
 /// Writes the head and body and reads the response head. On error also says whether the
@@ -185,6 +186,7 @@ fn finish(
     head: codec::ResponseHead,
     pool: &Arc<Pool>,
     max_idle: usize,
+    stream_idle: std::time::Duration,
 ) -> Response<ProxyBody> {
     let codec::ResponseHead {
         parts,
@@ -202,6 +204,7 @@ fn finish(
         keep_alive,
         pool: Arc::clone(pool),
         max_idle,
+        idle: IdleTimer::new(stream_idle),
     };
     if body.framing == Framing::Done {
         body.release();
@@ -331,6 +334,7 @@ pub struct ResponseBody {
     keep_alive: bool,
     pool: Arc<Pool>,
     max_idle: usize,
+    idle: IdleTimer,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -413,7 +417,11 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let next = ready!(self.poll_next(cx));
+        let poll = self.poll_next(cx);
+        if let Err(e) = self.idle.check(cx, poll.is_pending()) {
+            return Poll::Ready(Some(Err(e.into())));
+        }
+        let next = ready!(poll);
         if matches!(next, None | Some(Ok(_)))
             && matches!(self.framing, Framing::Done | Framing::Length(0))
         {

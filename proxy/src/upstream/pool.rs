@@ -43,6 +43,8 @@ pub struct ConnectParams<'a> {
     pub breakers: &'a Breakers,
     pub limits: CircuitBreakers,
     pub cluster: &'a std::sync::Arc<str>,
+    /// Response bodies end with an error after this long without bytes.
+    pub stream_idle: Duration,
 }
 
 struct Idle {

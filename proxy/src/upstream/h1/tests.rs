@@ -104,6 +104,7 @@ fn params(metrics: &UpstreamMetrics) -> ConnectParams<'_> {
         breakers: &BREAKERS,
         limits: remora_control_api::resilience::CircuitBreakers::default(),
         cluster: &CLUSTER,
+        stream_idle: Duration::from_secs(300),
     }
 }
 

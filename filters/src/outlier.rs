@@ -158,14 +158,15 @@ impl EndpointOutlier {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records one try's result; returns an event when the endpoint changed state.
+    /// Records one try's result; returns an event when the endpoint changed state. `now` is
+    /// read only when it does (no clock read on the common path).
     pub fn record(
         &self,
         cluster: &ClusterOutliers,
         cfg: &OutlierDetection,
         total_endpoints: usize,
         result: Observed,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Option<Event> {
         let rate = cfg.success_rate_threshold.is_some();
         if rate {
@@ -211,7 +212,7 @@ impl EndpointOutlier {
         } else {
             return None;
         };
-        self.eject(cluster, cfg, total_endpoints, reason, now)
+        self.eject(cluster, cfg, total_endpoints, reason, now())
     }
 
     fn eject(
@@ -319,7 +320,7 @@ mod tests {
         r: Observed,
     ) -> Vec<Event> {
         (0..n)
-            .filter_map(|_| e.record(c, cfg, 10, r, Instant::now()))
+            .filter_map(|_| e.record(c, cfg, 10, r, Instant::now))
             .collect()
     }
 
@@ -332,15 +333,15 @@ mod tests {
         );
         let now = Instant::now();
         for _ in 0..4 {
-            assert_eq!(e.record(&c, &cfg, 10, Observed::ServerError, now), None);
+            assert_eq!(e.record(&c, &cfg, 10, Observed::ServerError, || now), None);
         }
         // A success in between starts the count again.
-        assert_eq!(e.record(&c, &cfg, 10, Observed::Success, now), None);
+        assert_eq!(e.record(&c, &cfg, 10, Observed::Success, || now), None);
         for _ in 0..4 {
-            assert_eq!(e.record(&c, &cfg, 10, Observed::ServerError, now), None);
+            assert_eq!(e.record(&c, &cfg, 10, Observed::ServerError, || now), None);
         }
         assert_eq!(
-            e.record(&c, &cfg, 10, Observed::ServerError, now),
+            e.record(&c, &cfg, 10, Observed::ServerError, || now),
             Some(Event::Ejected {
                 reason: EjectReason::Consecutive5xx,
                 for_: Duration::from_secs(30)
@@ -389,7 +390,7 @@ mod tests {
             assert_eq!(e.tick(&c, &cfg, 10, Instant::now()), Some(Event::Returned));
             assert!(!e.is_ejected());
             assert_eq!(
-                e.record(&c, &cfg, 10, Observed::Success, Instant::now()),
+                e.record(&c, &cfg, 10, Observed::Success, Instant::now),
                 None
             );
         }
@@ -432,7 +433,7 @@ mod tests {
         assert_eq!(e.tick(&c, &cfg, 10, Instant::now()), Some(Event::Returned));
         // One failure on probation is enough.
         assert_eq!(
-            e.record(&c, &cfg, 10, Observed::ServerError, Instant::now()),
+            e.record(&c, &cfg, 10, Observed::ServerError, Instant::now),
             Some(Event::Ejected {
                 reason: EjectReason::FailedProbe,
                 for_: Duration::from_secs(60)
@@ -441,12 +442,12 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(e.tick(&c, &cfg, 10, Instant::now()), Some(Event::Returned));
         assert_eq!(
-            e.record(&c, &cfg, 10, Observed::Success, Instant::now()),
+            e.record(&c, &cfg, 10, Observed::Success, Instant::now),
             None
         );
         // Off probation: one failure is just one failure.
         assert_eq!(
-            e.record(&c, &cfg, 10, Observed::ServerError, Instant::now()),
+            e.record(&c, &cfg, 10, Observed::ServerError, Instant::now),
             None
         );
         assert!(!e.is_ejected());
@@ -477,7 +478,7 @@ mod tests {
         let three: Vec<EndpointOutlier> = (0..3).map(|_| EndpointOutlier::default()).collect();
         for e in &three {
             for _ in 0..5 {
-                e.record(&c, &ten, 3, Observed::GatewayError, Instant::now());
+                e.record(&c, &ten, 3, Observed::GatewayError, Instant::now);
             }
         }
         assert_eq!(three.iter().filter(|e| e.is_ejected()).count(), 1);
@@ -485,7 +486,7 @@ mod tests {
         let c = ClusterOutliers::default();
         let lone = EndpointOutlier::default();
         for _ in 0..50 {
-            lone.record(&c, &cfg, 1, Observed::GatewayError, Instant::now());
+            lone.record(&c, &cfg, 1, Observed::GatewayError, Instant::now);
         }
         assert!(!lone.is_ejected());
         let zero = OutlierDetection {
@@ -533,7 +534,7 @@ mod tests {
             } else {
                 Observed::Success
             };
-            e.record(&c, &cfg, 10, r, Instant::now());
+            e.record(&c, &cfg, 10, r, Instant::now);
         }
         tokio::time::advance(cfg.interval).await;
         assert_eq!(e.tick(&c, &cfg, 10, Instant::now()), None);
@@ -544,7 +545,7 @@ mod tests {
             } else {
                 Observed::Success
             };
-            e.record(&c, &cfg, 10, r, Instant::now());
+            e.record(&c, &cfg, 10, r, Instant::now);
         }
         tokio::time::advance(cfg.interval).await;
         assert_eq!(e.tick(&c, &cfg, 10, Instant::now()), None);
@@ -555,7 +556,7 @@ mod tests {
             } else {
                 Observed::Success
             };
-            e.record(&c, &cfg, 10, r, Instant::now());
+            e.record(&c, &cfg, 10, r, Instant::now);
         }
         assert_eq!(e.tick(&c, &cfg, 10, Instant::now()), None);
         tokio::time::advance(cfg.interval).await;

@@ -195,7 +195,7 @@ fn bench_resilience(c: &mut Criterion) {
                 &outlier,
                 10,
                 Observed::Success,
-                tokio::time::Instant::now(),
+                tokio::time::Instant::now,
             ))
         });
     });
@@ -210,7 +210,7 @@ fn bench_resilience(c: &mut Criterion) {
                 &with_rate,
                 10,
                 Observed::Success,
-                tokio::time::Instant::now(),
+                tokio::time::Instant::now,
             ))
         });
     });

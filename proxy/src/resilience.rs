@@ -112,7 +112,7 @@ impl ClusterTarget {
             cfg,
             self.endpoints.len(),
             observed,
-            Instant::now(),
+            Instant::now,
         ) {
             self.outlier_event(idx, event);
         }

@@ -23,6 +23,52 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub route_tables: Vec<RouteTable>,
     pub clusters: Vec<Cluster>,
+    pub tracing: Option<Tracing>,
+}
+
+pub const DEFAULT_SAMPLE_RATIO: f64 = 0.01;
+pub const DEFAULT_TRACE_QUEUE: u32 = 2048;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    pub collector: String,
+    pub sample_ratio: f64,
+    /// Empty: the proxy's `--service`.
+    pub service_name: String,
+    pub max_queue: usize,
+    pub force_sample_header: bool,
+}
+
+fn tracing(t: &proto::Tracing, errs: &mut Errors<'_>) -> Option<Tracing> {
+    let before = errs.count();
+    match t.collector.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {}
+        _ => errs.push(
+            "tracing.collector",
+            format!(
+                "invalid collector {:?}: use the OTLP/gRPC URL, e.g. \"http://127.0.0.1:4317\"",
+                t.collector
+            ),
+        ),
+    }
+    let ratio = t.sample_ratio.map_or(DEFAULT_SAMPLE_RATIO, |v| v.value);
+    if !(ratio.is_finite() && (0.0..=1.0).contains(&ratio)) {
+        errs.push("tracing.sampleRatio", "must be between 0 and 1");
+    }
+    let queue = t.max_queue.map_or(DEFAULT_TRACE_QUEUE, |v| v.value);
+    if !(1..=1_000_000).contains(&queue) {
+        errs.push("tracing.maxQueue", "must be between 1 and 1000000");
+    }
+    if errs.count() > before {
+        return None;
+    }
+    Some(Tracing {
+        collector: t.collector.clone(),
+        sample_ratio: ratio,
+        service_name: t.service_name.clone(),
+        max_queue: queue as usize,
+        force_sample_header: t.force_sample_header,
+    })
 }
 
 /// Validates a proto configuration, returning every problem found.
@@ -41,6 +87,7 @@ pub fn validate(c: &proto::Config) -> Result<Config, InvalidConfig> {
         "drainTimeout",
         util::duration(c.drain_timeout.as_ref(), DEFAULT_DRAIN_TIMEOUT),
     );
+    let tracing = c.tracing.as_ref().and_then(|t| tracing(t, &mut top));
 
     let listeners = each(
         &c.listeners,
@@ -74,6 +121,7 @@ pub fn validate(c: &proto::Config) -> Result<Config, InvalidConfig> {
             listeners,
             route_tables,
             clusters,
+            tracing,
         }),
         _ => Err(InvalidConfig { errors: sink }),
     }

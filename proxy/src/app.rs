@@ -21,11 +21,17 @@ const EVICT_EVERY: Duration = Duration::from_secs(5);
 pub struct RunOptions {
     pub config: Option<PathBuf>,
     pub admin: Option<std::net::SocketAddr>,
+    /// Service and node, for trace resources.
+    pub identity: crate::trace::Identity,
     pub control: Option<ControlOptions>,
 }
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy::new());
+    *proxy
+        .identity
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = options.identity.clone();
     let sources = Arc::new(Sources::new(proxy.clone(), options.control.is_some()));
 
     let mut file_text = None;

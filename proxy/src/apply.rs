@@ -33,7 +33,8 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
         config.version.clone()
     };
     let current_admin = proxy.snapshot.load().admin;
-    let (snapshot, staged) = Snapshot::compile(
+    let tracing_config = config.tracing.clone();
+    let (mut snapshot, staged) = Snapshot::compile(
         config,
         source,
         version.clone(),
@@ -48,6 +49,7 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     let plan = listeners.prepare(&snapshot)?;
+    snapshot.tracer = tracer_for(proxy, tracing_config);
     proxy.snapshot.store(Arc::new(snapshot));
     proxy.registry.commit(staged);
     listeners.commit(plan, proxy);
@@ -59,4 +61,38 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
         .map_or(0.0, |d| d.as_secs_f64());
     proxy.metrics.config_last_success.set(now);
     Ok(version)
+}
+
+/// The tracer for a configuration: the running one when its settings are unchanged, a new
+/// one (and exporter task) when they changed, none without `tracing`.
+fn tracer_for(
+    proxy: &Proxy,
+    config: Option<remora_control_api::config::Tracing>,
+) -> Option<Arc<crate::trace::Tracer>> {
+    let mut current = proxy.tracer.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(config) = config else {
+        *current = None;
+        return None;
+    };
+    if let Some(t) = current.as_ref()
+        && t.config == config
+    {
+        return Some(t.clone());
+    }
+    let identity = proxy
+        .identity
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    match crate::trace::Tracer::start(config, &identity, &proxy.metrics) {
+        Ok(t) => {
+            *current = Some(t.clone());
+            Some(t)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "tracing disabled: cannot start the exporter");
+            *current = None;
+            None
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod sources;
 pub mod state;
 pub mod tcp;
+pub mod trace;
 pub mod upstream;
 pub mod watch;
 pub mod workers;

@@ -86,6 +86,10 @@ fn run_options(args: &Args) -> Result<RunOptions, String> {
     Ok(RunOptions {
         config: args.config.clone(),
         admin: args.admin,
+        identity: remora_proxy::trace::Identity {
+            service: args.service.clone(),
+            node: args.node.clone(),
+        },
         control,
     })
 }

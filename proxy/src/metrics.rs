@@ -121,6 +121,7 @@ pub struct Metrics {
     pub health_checks: Family<ClusterReasonLabels, Counter>,
     pub endpoints_unhealthy: Family<ClusterLabels, Gauge>,
     pub timeouts: Family<TimeoutLabels, Counter>,
+    pub trace_spans: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -271,8 +272,15 @@ impl Metrics {
             "Timeouts that fired, by kind (request, per-try)",
             timeouts.clone(),
         );
+        let trace_spans = Family::default();
+        registry.register(
+            "trace_spans",
+            "Spans by result: sampled, exported, dropped (export queue full), failed (export error)",
+            trace_spans.clone(),
+        );
         Self {
             registry,
+            trace_spans,
             retries,
             retries_refused,
             overflows,

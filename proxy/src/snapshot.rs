@@ -29,6 +29,8 @@ pub struct Snapshot {
     /// Latency estimates of routes that hedge after their observed p95, by the route's
     /// address in its router (stable while the snapshot lives).
     pub route_latency: HashMap<usize, Arc<LatencyEstimate>>,
+    /// Set by [`crate::apply`] when the configuration has `tracing`.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,7 @@ impl Snapshot {
             listeners: HashMap::new(),
             clusters: HashMap::new(),
             route_latency: HashMap::new(),
+            tracer: None,
         }
     }
 
@@ -139,6 +142,7 @@ impl Snapshot {
             listeners,
             clusters,
             route_latency,
+            tracer: None,
         };
         (snapshot, staged)
     }

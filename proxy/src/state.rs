@@ -31,6 +31,10 @@ pub struct Proxy {
     pub control: Mutex<Option<ControlStatus>>,
     /// Active health checkers, synced on every apply.
     pub checkers: crate::resilience::health_check::Checkers,
+    /// Service and node (from the command line), for trace resources.
+    pub identity: Mutex<crate::trace::Identity>,
+    /// The running tracer, kept across applies while its configuration stays.
+    pub tracer: Mutex<Option<std::sync::Arc<crate::trace::Tracer>>>,
 }
 
 impl Proxy {
@@ -45,6 +49,8 @@ impl Proxy {
             listeners: Mutex::new(ListenerManager::default()),
             control: Mutex::new(None),
             checkers: crate::resilience::health_check::Checkers::default(),
+            identity: Mutex::new(crate::trace::Identity::default()),
+            tracer: Mutex::new(None),
         }
     }
 }

@@ -17,6 +17,7 @@ mod reload;
 mod resilience;
 mod shutdown;
 mod tcp;
+mod tracing;
 
 use remora_integration::Upstream;
 

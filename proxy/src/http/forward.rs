@@ -51,6 +51,8 @@ pub struct Forward {
     pub route: Name,
     /// The route's stream idle timeout (for response bodies).
     pub stream_idle: Duration,
+    /// The request's trace, when tracing is on.
+    pub trace: Option<Arc<crate::trace::RequestTrace>>,
 }
 
 impl tower::Service<Request<ProxyBody>> for Target {
@@ -180,6 +182,9 @@ async fn forward(
         Some(policy) if !upgrade => crate::http::retry::send(&f, policy, ctx, req).await?,
         _ => {
             let idx = pick(cluster, ctx, None)?;
+            if let Some(t) = &f.trace {
+                t.tried(cluster.endpoints[idx].address);
+            }
             send_once(cluster, idx, req, upgrade, f.stream_idle).await?
         }
     };

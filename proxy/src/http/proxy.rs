@@ -97,6 +97,26 @@ pub async fn handle(
     let mut cluster_label = none;
     let is_grpc = headers::is_grpc(req.headers());
     let mut timed_cluster = None;
+    let trace = snapshot.tracer.as_ref().map(|t| {
+        let kind = if direction == "inbound" {
+            opentelemetry::trace::SpanKind::Server
+        } else {
+            opentelemetry::trace::SpanKind::Client
+        };
+        let trace = Arc::new(t.begin(req.headers(), kind));
+        trace.inject(req.headers_mut(), trace.span_id);
+        trace
+    });
+    // What the span needs from the request, copied only when it will be recorded.
+    let traced = trace.as_ref().filter(|t| t.sampled).map(|_| {
+        (
+            req.method().as_str().to_owned(),
+            req.uri().path().to_owned(),
+            headers::authority(&req).unwrap_or("").to_owned(),
+            req.version(),
+        )
+    });
+    let mut flag = None;
 
     let result = async {
         if req.method() == http::Method::CONNECT {
@@ -144,6 +164,7 @@ pub async fn handle(
                     })
                 });
                 Target::Forward(Forward {
+                    trace: trace.clone(),
                     stream_idle: route.stream_idle_timeout,
                     cluster: cluster.clone(),
                     client: conn.client,
@@ -176,6 +197,7 @@ pub async fn handle(
 
     let rsp = result.unwrap_or_else(|e| {
         tracing::debug!(error = %e, listener = %conn.listener, "request failed");
+        flag = Some(e.reason());
         proxy
             .metrics
             .proxy_errors
@@ -194,6 +216,21 @@ pub async fn handle(
             e.into_response()
         }
     });
+    if let (Some(t), Some((method, path, authority, version))) = (&trace, &traced) {
+        t.finish(&crate::trace::Finished {
+            method,
+            path,
+            authority,
+            version: *version,
+            status: rsp.status().as_u16(),
+            route: &route_label.0,
+            cluster: &cluster_label.0,
+            listener: &listener_label.0,
+            direction,
+            client: conn.client,
+            flags: flag,
+        });
+    }
     let labels = RequestLabels {
         direction,
         listener: listener_label,

@@ -151,11 +151,33 @@ pub async fn send(
             body.again().unwrap_or_else(ProxyBody::empty)
         };
         let idx = pick(cluster, ctx, avoid)?;
+        // A sampled request gets one child span per try, each the parent of what it sends.
+        let try_span = f.trace.as_ref().filter(|t| t.sampled).map(|t| {
+            let id = crate::trace::context::new_span_id();
+            t.inject(&mut parts.headers, id);
+            (t, id, std::time::SystemTime::now())
+        });
         let req = Request::from_parts(parts.clone(), this_body);
         let (idx, result) = match hedge {
             Some(delay) => hedged(f, policy, ctx, delay, idx, req, &parts, &mut body).await,
             None => (idx, try_once(f, policy, idx, req).await),
         };
+        if let Some(t) = &f.trace {
+            t.tried(cluster.endpoints[idx].address);
+        }
+        if let Some((t, id, started)) = try_span {
+            let outcome = match &result {
+                Ok(r) => Ok(r.status().as_u16()),
+                Err(e) => Err(e.reason()),
+            };
+            t.record_try(
+                id,
+                attempt,
+                started,
+                cluster.endpoints[idx].address,
+                outcome,
+            );
+        }
         let Some(reason) = retry_reason(policy, &result) else {
             return result;
         };

@@ -45,6 +45,20 @@ pub struct Listener {
     pub detect_timeout: Duration,
     /// Closes a connection idle this long (see the schema for what idle means per protocol).
     pub idle_timeout: Duration,
+    pub access_log: Option<AccessLog>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub format: AccessLogFormat,
+    /// Empty: standard output.
+    pub path: String,
 }
 
 pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
@@ -93,6 +107,36 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
             }
         }),
     );
+    let access_log = l.access_log.as_ref().and_then(|a| {
+        let format = match proto::AccessLogFormat::try_from(a.format) {
+            Ok(proto::AccessLogFormat::Unspecified | proto::AccessLogFormat::Json) => {
+                AccessLogFormat::Json
+            }
+            Ok(proto::AccessLogFormat::Text) => AccessLogFormat::Text,
+            Err(_) => {
+                errs.push(
+                    "accessLog.format",
+                    format!("unknown value {} (use JSON or TEXT)", a.format),
+                );
+                return None;
+            }
+        };
+        if a.path.contains('\0') {
+            errs.push("accessLog.path", "must not contain NUL");
+            return None;
+        }
+        if l.protocol == proto::ListenerProtocol::Tcp as i32 {
+            errs.push(
+                "accessLog",
+                "only HTTP and AUTO listeners log requests; remove it from a TCP listener",
+            );
+            return None;
+        }
+        Some(AccessLog {
+            format,
+            path: a.path.clone(),
+        })
+    });
     let route_table = (!l.route_table.is_empty()).then(|| Arc::<str>::from(l.route_table.as_str()));
     let cluster = (!l.cluster.is_empty()).then(|| Arc::<str>::from(l.cluster.as_str()));
     if let Some(p) = protocol {
@@ -128,5 +172,6 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
         cluster,
         detect_timeout: detect_timeout?,
         idle_timeout: idle_timeout?,
+        access_log,
     })
 }

@@ -50,6 +50,19 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
         .unwrap_or_else(PoisonError::into_inner);
     let plan = listeners.prepare(&snapshot)?;
     snapshot.tracer = tracer_for(proxy, tracing_config);
+    let mut paths = Vec::new();
+    for (name, l) in &snapshot.listeners {
+        if let Some(cfg) = &l.listener.access_log {
+            paths.push(cfg.path.clone());
+            snapshot.access_logs.insert(
+                name.clone(),
+                crate::access_log::ListenerLog::new(cfg, &proxy.access_logs, &proxy.metrics),
+            );
+        }
+    }
+    proxy
+        .access_logs
+        .retain(&paths.iter().map(String::as_str).collect::<Vec<_>>());
     proxy.snapshot.store(Arc::new(snapshot));
     proxy.registry.commit(staged);
     listeners.commit(plan, proxy);

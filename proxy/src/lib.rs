@@ -11,6 +11,7 @@
 //! Configuration: a file and/or the [`control`] stream feed [`sources`], which merges them;
 //! [`apply`] validates, compiles a [`snapshot`] and swaps it in.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod apply;

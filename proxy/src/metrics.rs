@@ -122,6 +122,7 @@ pub struct Metrics {
     pub endpoints_unhealthy: Family<ClusterLabels, Gauge>,
     pub timeouts: Family<TimeoutLabels, Counter>,
     pub trace_spans: Family<ResultLabels, Counter>,
+    pub access_log_lines: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -278,8 +279,15 @@ impl Metrics {
             "Spans by result: sampled, exported, dropped (export queue full), failed (export error)",
             trace_spans.clone(),
         );
+        let access_log_lines = Family::default();
+        registry.register(
+            "access_log_lines",
+            "Access-log lines by result: written, dropped (queue full)",
+            access_log_lines.clone(),
+        );
         Self {
             registry,
+            access_log_lines,
             trace_spans,
             retries,
             retries_refused,

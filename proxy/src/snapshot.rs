@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub route_latency: HashMap<usize, Arc<LatencyEstimate>>,
     /// Set by [`crate::apply`] when the configuration has `tracing`.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
+    /// Listeners with an access log, set by [`crate::apply`].
+    pub access_logs: HashMap<Arc<str>, crate::access_log::ListenerLog>,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,7 @@ impl Snapshot {
             clusters: HashMap::new(),
             route_latency: HashMap::new(),
             tracer: None,
+            access_logs: HashMap::new(),
         }
     }
 
@@ -143,6 +146,7 @@ impl Snapshot {
             clusters,
             route_latency,
             tracer: None,
+            access_logs: HashMap::new(),
         };
         (snapshot, staged)
     }

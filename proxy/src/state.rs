@@ -35,6 +35,8 @@ pub struct Proxy {
     pub identity: Mutex<crate::trace::Identity>,
     /// The running tracer, kept across applies while its configuration stays.
     pub tracer: Mutex<Option<std::sync::Arc<crate::trace::Tracer>>>,
+    /// Open access-log destinations.
+    pub access_logs: crate::access_log::Sinks,
 }
 
 impl Proxy {
@@ -51,6 +53,7 @@ impl Proxy {
             checkers: crate::resilience::health_check::Checkers::default(),
             identity: Mutex::new(crate::trace::Identity::default()),
             tracer: Mutex::new(None),
+            access_logs: crate::access_log::Sinks::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ pub mod context;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
@@ -133,15 +133,8 @@ impl Tracer {
             sampled,
             kind,
             start: SystemTime::now(),
-            upstream: Mutex::new(Upstream::default()),
         }
     }
-}
-
-#[derive(Debug, Default)]
-struct Upstream {
-    endpoint: Option<SocketAddr>,
-    tries: u32,
 }
 
 /// One request's place in its trace.
@@ -156,7 +149,6 @@ pub struct RequestTrace {
     pub sampled: bool,
     kind: SpanKind,
     start: SystemTime,
-    upstream: Mutex<Upstream>,
 }
 
 /// What a finished request contributes to its span.
@@ -174,6 +166,9 @@ pub struct Finished<'a> {
     pub client: SocketAddr,
     /// The `x-remora-error` reason when the proxy answered itself.
     pub flags: Option<&'static str>,
+    /// The endpoint of the last try, and how many tries there were.
+    pub endpoint: Option<SocketAddr>,
+    pub tries: u32,
 }
 
 impl RequestTrace {
@@ -187,13 +182,6 @@ impl RequestTrace {
             sampled: self.sampled,
         };
         context::inject(headers, &out, self.format, self.tracestate.as_ref());
-    }
-
-    /// The endpoint a try went to (the last one is the request span's).
-    pub fn tried(&self, endpoint: SocketAddr) {
-        let mut u = self.upstream.lock().unwrap_or_else(PoisonError::into_inner);
-        u.endpoint = Some(endpoint);
-        u.tries += 1;
     }
 
     fn context(&self, span_id: u64) -> SpanContext {
@@ -285,8 +273,6 @@ impl RequestTrace {
         if !self.sampled {
             return;
         }
-        let upstream =
-            std::mem::take(&mut *self.upstream.lock().unwrap_or_else(PoisonError::into_inner));
         let version = match f.version {
             http::Version::HTTP_2 => "2",
             http::Version::HTTP_10 => "1.0",
@@ -301,10 +287,7 @@ impl RequestTrace {
             KeyValue::new("client.address", f.client.ip().to_string()),
             KeyValue::new("remora.listener", f.listener.to_owned()),
             KeyValue::new("remora.direction", f.direction),
-            KeyValue::new(
-                "remora.retries",
-                i64::from(upstream.tries.saturating_sub(1)),
-            ),
+            KeyValue::new("remora.retries", i64::from(f.tries.saturating_sub(1))),
         ];
         if !f.route.is_empty() {
             attributes.push(KeyValue::new("http.route", f.route.to_owned()));
@@ -312,7 +295,7 @@ impl RequestTrace {
         if !f.cluster.is_empty() {
             attributes.push(KeyValue::new("remora.cluster", f.cluster.to_owned()));
         }
-        if let Some(e) = upstream.endpoint {
+        if let Some(e) = f.endpoint {
             attributes.push(KeyValue::new("remora.upstream.address", e.to_string()));
         }
         if let Some(flag) = f.flags {

@@ -302,3 +302,85 @@ fn a_dead_collector_slows_nothing_and_its_spans_are_counted() {
     drop(live);
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn access_log_lines_parse_as_json_and_carry_the_trace_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spans_file = dir.path().join("spans.jsonl");
+    let log_file = dir.path().join("access.log");
+    let collector = PyServer::start(
+        "otlp_collector.py",
+        &["--out", spans_file.to_str().expect("path")],
+    );
+    let app = Upstream::start("app");
+    let yaml = sidecar(
+        &tracing_block(&collector.addr(), "a", 1.0, 2048),
+        "OUTBOUND",
+        &[app.addr.to_string()],
+        "",
+    )
+    .replace(
+        "direction: OUTBOUND }",
+        &format!(
+            "direction: OUTBOUND, accessLog: {{ path: \"{}\" }} }}",
+            log_file.display()
+        ),
+    );
+    let remora = Remora::start(&yaml);
+    let req = Request::get(format!("{}/bytes/1000", remora.url("l")))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("x-request-id", "req-42")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let replies = send_all(vec![req], 1, false);
+    assert_eq!(replies[0].as_ref().expect("reply").body.len(), 1000);
+    let line: Value = eventually("an access-log line", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log_file).ok()?;
+        let first = text.lines().next()?;
+        Some(serde_json::from_str(first).expect("the line is JSON"))
+    });
+    assert_eq!(
+        line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{line}"
+    );
+    assert_eq!(line["request_id"], "req-42");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/bytes/1000");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["bytes_sent"], 1000);
+    assert_eq!(line["attempts"], 1);
+    assert_eq!(line["upstream"], app.addr.to_string());
+    assert_eq!(line["route"], "r");
+    assert_eq!(line["protocol"], "HTTP/1.1");
+    assert!(
+        line["duration_ms"].as_f64().is_some_and(|d| d > 0.0),
+        "{line}"
+    );
+    assert!(
+        line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{line}"
+    );
+    assert!(line["response_flags"].is_null());
+    // The proxy's own answers carry their reason; TEXT lines go to stdout.
+    let text = sidecar("", "OUTBOUND", &[], "").replace(
+        "direction: OUTBOUND }",
+        "direction: OUTBOUND, accessLog: { format: TEXT } }",
+    );
+    let remora = Remora::start(&text);
+    send_all(gets(&format!("{}/nothing", remora.url("l")), 1), 1, false);
+    let line = eventually("a text line", Duration::from_secs(10), || {
+        remora
+            .logs()
+            .lines()
+            .find(|l| l.contains("\"GET /nothing HTTP/1.1\""))
+            .map(str::to_owned)
+    });
+    assert!(line.contains(" 503 no-healthy-endpoints "), "{line}");
+    assert_eq!(
+        remora.metric_sum("remora_access_log_lines_total", &["result=\"written\""]),
+        1.0
+    );
+}

@@ -25,6 +25,8 @@ pin_project_lite::pin_project! {
         Replay { #[pin] body: crate::http::replay::ReplayBody },
         /// A response on a hyper-served connection: counted as in flight until done.
         Tracked { body: Pin<Box<ProxyBody>>, active: ActiveRequest },
+        /// A response whose access-log line is written when it is done.
+        Logged { body: Pin<Box<ProxyBody>>, log: Box<crate::access_log::PendingLog> },
     }
 }
 
@@ -53,6 +55,7 @@ impl std::fmt::Debug for ProxyBody {
             ),
             ProxyBody::Replay { .. } => f.write_str("ProxyBody::Replay"),
             ProxyBody::Tracked { body, .. } => write!(f, "ProxyBody::Tracked({body:?})"),
+            ProxyBody::Logged { body, .. } => write!(f, "ProxyBody::Logged({body:?})"),
         }
     }
 }
@@ -95,6 +98,15 @@ impl Body for ProxyBody {
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Replay { body } => body.poll_frame(cx),
             ProxyBodyProj::Tracked { body, .. } => body.as_mut().poll_frame(cx),
+            ProxyBodyProj::Logged { body, log } => {
+                let poll = body.as_mut().poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &poll
+                    && let Some(d) = frame.data_ref()
+                {
+                    log.bytes += d.len() as u64;
+                }
+                poll
+            }
         }
     }
 
@@ -104,7 +116,9 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body } => body.is_end_stream(),
             ProxyBody::Full { data } => data.is_none(),
             ProxyBody::Replay { body } => body.is_end_stream(),
-            ProxyBody::Tracked { body, .. } => body.is_end_stream(),
+            ProxyBody::Tracked { body, .. } | ProxyBody::Logged { body, .. } => {
+                body.is_end_stream()
+            }
         }
     }
 
@@ -116,7 +130,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ProxyBody::Replay { body } => body.size_hint(),
-            ProxyBody::Tracked { body, .. } => body.size_hint(),
+            ProxyBody::Tracked { body, .. } | ProxyBody::Logged { body, .. } => body.size_hint(),
         }
     }
 }

@@ -53,6 +53,33 @@ pub struct Forward {
     pub stream_idle: Duration,
     /// The request's trace, when tracing is on.
     pub trace: Option<Arc<crate::trace::RequestTrace>>,
+    /// Where the tries went, when a span or an access-log line will say.
+    pub tries: Option<Arc<Tries>>,
+}
+
+/// The endpoint of the last try and the number of tries of one request.
+#[derive(Debug, Default)]
+pub struct Tries {
+    inner: std::sync::Mutex<(Option<SocketAddr>, u32)>,
+}
+
+impl Tries {
+    pub fn tried(&self, endpoint: SocketAddr) {
+        let mut t = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        t.0 = Some(endpoint);
+        t.1 += 1;
+    }
+
+    /// (last endpoint, tries).
+    pub fn get(&self) -> (Option<SocketAddr>, u32) {
+        *self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl tower::Service<Request<ProxyBody>> for Target {
@@ -182,7 +209,7 @@ async fn forward(
         Some(policy) if !upgrade => crate::http::retry::send(&f, policy, ctx, req).await?,
         _ => {
             let idx = pick(cluster, ctx, None)?;
-            if let Some(t) = &f.trace {
+            if let Some(t) = &f.tries {
                 t.tried(cluster.endpoints[idx].address);
             }
             send_once(cluster, idx, req, upgrade, f.stream_idle).await?

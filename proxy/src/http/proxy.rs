@@ -24,7 +24,7 @@ use tower::{ServiceBuilder, ServiceExt};
 
 use crate::http::body::ProxyBody;
 use crate::http::error::ProxyError;
-use crate::http::forward::{Forward, Target};
+use crate::http::forward::{Forward, Target, Tries};
 use crate::http::headers;
 use crate::metrics::{ErrorLabels, Name, RequestLabels};
 use crate::state::Proxy;
@@ -107,13 +107,22 @@ pub async fn handle(
         trace.inject(req.headers_mut(), trace.span_id);
         trace
     });
-    // What the span needs from the request, copied only when it will be recorded.
-    let traced = trace.as_ref().filter(|t| t.sampled).map(|_| {
+    let log = snapshot.access_logs.get(&conn.listener).cloned();
+    let sampled = trace.as_ref().is_some_and(|t| t.sampled);
+    let tries = (sampled || log.is_some()).then(|| Arc::new(Tries::default()));
+    // What a span or log line needs from the request, copied only when one will be written.
+    let traced = (sampled || log.is_some()).then(|| {
         (
             req.method().as_str().to_owned(),
             req.uri().path().to_owned(),
             headers::authority(&req).unwrap_or("").to_owned(),
             req.version(),
+            req.headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+            http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
         )
     });
     let mut flag = None;
@@ -165,6 +174,7 @@ pub async fn handle(
                 });
                 Target::Forward(Forward {
                     trace: trace.clone(),
+                    tries: tries.clone(),
                     stream_idle: route.stream_idle_timeout,
                     cluster: cluster.clone(),
                     client: conn.client,
@@ -216,8 +226,11 @@ pub async fn handle(
             e.into_response()
         }
     });
-    if let (Some(t), Some((method, path, authority, version))) = (&trace, &traced) {
+    let (endpoint, tried) = tries.as_ref().map_or((None, 0), |t| t.get());
+    if let (Some(t), Some((method, path, authority, version, ..))) = (&trace, &traced) {
         t.finish(&crate::trace::Finished {
+            endpoint,
+            tries: tried,
             method,
             path,
             authority,
@@ -237,6 +250,43 @@ pub async fn handle(
         route: route_label,
         cluster: cluster_label,
         status: rsp.status().as_u16(),
+    };
+    let rsp = match (log, traced) {
+        (Some(log), Some((method, path, authority, version, request_id, bytes_received))) => {
+            let entry = crate::access_log::Entry {
+                start: Some(std::time::SystemTime::now() - start.elapsed()),
+                trace_id: trace.as_ref().map(|t| t.trace_id),
+                request_id,
+                method,
+                authority,
+                path,
+                protocol: match version {
+                    http::Version::HTTP_2 => "HTTP/2",
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
+                status: rsp.status().as_u16(),
+                flags: flag,
+                upstream: endpoint,
+                attempts: tried,
+                bytes_received,
+                listener: labels.listener.0.to_string(),
+                route: labels.route.0.to_string(),
+                cluster: labels.cluster.0.to_string(),
+                client: Some(conn.client),
+                ..crate::access_log::Entry::default()
+            };
+            rsp.map(|body| ProxyBody::Logged {
+                body: Box::pin(body),
+                log: Box::new(crate::access_log::PendingLog {
+                    entry,
+                    started: start,
+                    log,
+                    bytes: 0,
+                }),
+            })
+        }
+        _ => rsp,
     };
     proxy
         .metrics

@@ -162,7 +162,7 @@ pub async fn send(
             Some(delay) => hedged(f, policy, ctx, delay, idx, req, &parts, &mut body).await,
             None => (idx, try_once(f, policy, idx, req).await),
         };
-        if let Some(t) = &f.trace {
+        if let Some(t) = &f.tries {
             t.tried(cluster.endpoints[idx].address);
         }
         if let Some((t, id, started)) = try_span {

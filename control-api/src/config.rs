@@ -24,6 +24,8 @@ pub struct Config {
     pub route_tables: Vec<RouteTable>,
     pub clusters: Vec<Cluster>,
     pub tracing: Option<Tracing>,
+    /// `admin.tap`: serve `/tap`.
+    pub tap: bool,
 }
 
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.01;
@@ -122,6 +124,7 @@ pub fn validate(c: &proto::Config) -> Result<Config, InvalidConfig> {
             route_tables,
             clusters,
             tracing,
+            tap: c.admin.as_ref().is_some_and(|a| a.tap),
         }),
         _ => Err(InvalidConfig { errors: sink }),
     }

@@ -161,6 +161,11 @@ impl Remora {
         format!("http://{}", self.addr(listener))
     }
 
+    /// The admin server's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
     /// GET on the admin port: (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin, path).unwrap_or((0, String::new()))

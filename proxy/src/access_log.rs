@@ -1,4 +1,4 @@
-//! Access logs: one line per request, written when its response has been sent whole (so
+//! Access logs (and the entries `/tap` shows): one line per request, written when its response has been sent whole (so
 //! duration and bytes are final), as JSON or compact text, to stdout or a file. Lines go
 //! through a bounded queue to a writer task: a slow disk or a full pipe drops lines (counted
 //! in `remora_access_log_lines_total{result="dropped"}`), never slows a request.
@@ -294,7 +294,9 @@ mod tests {
 pub struct PendingLog {
     pub entry: Entry,
     pub started: std::time::Instant,
-    pub log: ListenerLog,
+    pub log: Option<ListenerLog>,
+    /// Also shown to `/tap` subscribers.
+    pub tap: Option<Arc<crate::tap::Tap>>,
     pub bytes: u64,
 }
 
@@ -302,6 +304,11 @@ impl Drop for PendingLog {
     fn drop(&mut self) {
         self.entry.duration = self.started.elapsed();
         self.entry.bytes_sent = self.bytes;
-        self.log.sink.write(self.entry.line(self.log.format));
+        if let Some(log) = &self.log {
+            log.sink.write(self.entry.line(log.format));
+        }
+        if let Some(tap) = &self.tap {
+            tap.publish(Arc::new(std::mem::take(&mut self.entry)));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The admin HTTP server: `/live`, `/ready`, `/metrics` (Prometheus text), `/config` (the
-//! running configuration as canonical JSON with version and load time) and `/listeners`
-//! (bound addresses, resolving port 0).
+//! running configuration as canonical JSON with version and load time), `/listeners`
+//! (bound addresses, resolving port 0), `/clusters` (live balancing, breaker, ejection and
+//! health state) and `/tap` (a live stream of requests, when enabled).
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,8 @@ use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -49,7 +51,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, stop: CancellationT
     }
 }
 
-fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
+/// Every admin answer: whole, or streamed (`/tap`).
+type Body = BoxBody<Bytes, Infallible>;
+
+fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
@@ -70,8 +75,9 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
                 )
             }
         }
+        "/tap" => tap(req, proxy),
         "/metrics" => {
-            let mut rsp = Response::new(Full::new(Bytes::from(proxy.metrics.encode())));
+            let mut rsp = Response::new(Full::new(Bytes::from(proxy.metrics.encode())).boxed());
             rsp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -115,7 +121,7 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
         "/clusters" => json(&clusters(proxy)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live /ready /metrics /config /listeners /clusters\n",
+            "not found; try /live /ready /metrics /config /listeners /clusters /tap\n",
         ),
     }
 }
@@ -164,8 +170,34 @@ fn clusters(proxy: &Proxy) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut rsp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn tap(req: &Request<Incoming>, proxy: &Proxy) -> Response<Body> {
+    if !proxy.snapshot.load().tap_enabled {
+        return text(
+            StatusCode::NOT_FOUND,
+            "/tap is off; set `admin: { tap: true }` in the configuration to turn it on\n",
+        );
+    }
+    let query = match crate::tap::Query::parse(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => {
+            let mut rsp =
+                Response::new(Full::new(Bytes::from(format!("bad /tap query: {e}\n"))).boxed());
+            *rsp.status_mut() = StatusCode::BAD_REQUEST;
+            return rsp;
+        }
+    };
+    let frames = crate::tap::start(&proxy.tap, query);
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(frames));
+    let mut rsp = Response::new(BodyExt::boxed(body));
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    rsp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut rsp = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     *rsp.status_mut() = status;
     rsp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -174,9 +206,9 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     rsp
 }
 
-fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(v: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_vec_pretty(v).unwrap_or_default();
-    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    let mut rsp = Response::new(Full::new(Bytes::from(body)).boxed());
     rsp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

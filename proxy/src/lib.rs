@@ -28,6 +28,7 @@ pub mod resilience;
 pub mod snapshot;
 pub mod sources;
 pub mod state;
+pub mod tap;
 pub mod tcp;
 pub mod trace;
 pub mod upstream;

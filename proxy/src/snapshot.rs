@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub tracer: Option<Arc<crate::trace::Tracer>>,
     /// Listeners with an access log, set by [`crate::apply`].
     pub access_logs: HashMap<Arc<str>, crate::access_log::ListenerLog>,
+    /// `admin.tap`.
+    pub tap_enabled: bool,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,7 @@ impl Snapshot {
             route_latency: HashMap::new(),
             tracer: None,
             access_logs: HashMap::new(),
+            tap_enabled: false,
         }
     }
 
@@ -147,6 +150,7 @@ impl Snapshot {
             route_latency,
             tracer: None,
             access_logs: HashMap::new(),
+            tap_enabled: config.tap,
         };
         (snapshot, staged)
     }

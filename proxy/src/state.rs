@@ -37,6 +37,8 @@ pub struct Proxy {
     pub tracer: Mutex<Option<std::sync::Arc<crate::trace::Tracer>>>,
     /// Open access-log destinations.
     pub access_logs: crate::access_log::Sinks,
+    /// `/tap` subscribers.
+    pub tap: std::sync::Arc<crate::tap::Tap>,
 }
 
 impl Proxy {
@@ -54,6 +56,7 @@ impl Proxy {
             identity: Mutex::new(crate::trace::Identity::default()),
             tracer: Mutex::new(None),
             access_logs: crate::access_log::Sinks::default(),
+            tap: std::sync::Arc::default(),
         }
     }
 }

@@ -384,3 +384,50 @@ fn access_log_lines_parse_as_json_and_carry_the_trace_id() {
         1.0
     );
 }
+
+#[test]
+fn tap_streams_matching_live_requests_when_enabled() {
+    let app = Upstream::start("app");
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:0\", tap: true }}\n{}",
+        sidecar("", "OUTBOUND", &[app.addr.to_string()], "")
+    );
+    let remora = Remora::start(&yaml);
+    let tap_url = format!(
+        "http://{}/tap?max=3&pathPrefix=/tapped",
+        remora.admin_addr()
+    );
+    let watcher = std::thread::spawn(move || {
+        remora_integration::peers::curl(&["-sN", "--max-time", "20", &tap_url])
+    });
+    let url = remora.url("l");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !watcher.is_finished() && Instant::now() < deadline {
+        send_all(gets(&format!("{url}/other"), 1), 1, false);
+        send_all(gets(&format!("{url}/tapped/x"), 1), 1, false);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (out, _, ok) = watcher.join().expect("tap thread");
+    assert!(ok, "{out}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["path"] == "/tapped/x" && l["status"] == 200)
+    );
+    // A bad query says why; with tap off the endpoint says how to turn it on.
+    let (code, body) = remora.admin_get("/tap?max=0");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("max: must be a number from 1 to 10000"),
+        "{body}"
+    );
+    let off = Remora::start(&sidecar("", "OUTBOUND", &[app.addr.to_string()], ""));
+    let (code, body) = off.admin_get("/tap");
+    assert_eq!(code, 404);
+    assert!(body.contains("admin: { tap: true }"), "{body}");
+}

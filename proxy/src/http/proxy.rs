@@ -108,10 +108,12 @@ pub async fn handle(
         trace
     });
     let log = snapshot.access_logs.get(&conn.listener).cloned();
+    let tap = (snapshot.tap_enabled && proxy.tap.active()).then(|| proxy.tap.clone());
     let sampled = trace.as_ref().is_some_and(|t| t.sampled);
-    let tries = (sampled || log.is_some()).then(|| Arc::new(Tries::default()));
+    let recorded = sampled || log.is_some() || tap.is_some();
+    let tries = recorded.then(|| Arc::new(Tries::default()));
     // What a span or log line needs from the request, copied only when one will be written.
-    let traced = (sampled || log.is_some()).then(|| {
+    let traced = recorded.then(|| {
         (
             req.method().as_str().to_owned(),
             req.uri().path().to_owned(),
@@ -251,8 +253,8 @@ pub async fn handle(
         cluster: cluster_label,
         status: rsp.status().as_u16(),
     };
-    let rsp = match (log, traced) {
-        (Some(log), Some((method, path, authority, version, request_id, bytes_received))) => {
+    let rsp = match (log.is_some() || tap.is_some(), traced) {
+        (true, Some((method, path, authority, version, request_id, bytes_received))) => {
             let entry = crate::access_log::Entry {
                 start: Some(std::time::SystemTime::now() - start.elapsed()),
                 trace_id: trace.as_ref().map(|t| t.trace_id),
@@ -282,6 +284,7 @@ pub async fn handle(
                     entry,
                     started: start,
                     log,
+                    tap,
                     bytes: 0,
                 }),
             })

@@ -103,3 +103,31 @@ pub fn py_client(script: &str, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// Runs `promtool check metrics` on an exposition; (clean, promtool's output).
+pub fn promtool(text: &str) -> (bool, String) {
+    let path = std::env::temp_dir().join(format!(
+        "remora-metrics-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    std::fs::write(&path, text).expect("write metrics");
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", path.display())));
+    let _ = std::fs::remove_file(&path);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

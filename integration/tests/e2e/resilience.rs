@@ -92,6 +92,8 @@ fn one_failing_endpoint_of_three_is_ejected_and_clients_see_no_errors() {
     );
     let clusters = remora.admin_get("/clusters").1;
     assert!(clusters.contains("\"ejected\": true"), "{clusters}");
+    let (clean, out) = remora_integration::peers::promtool(&remora.metrics());
+    assert!(clean, "promtool after retries and an ejection: {out}");
 }
 
 #[test]

@@ -77,7 +77,9 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Body> {
         }
         "/tap" => tap(req, proxy),
         "/metrics" => {
-            let mut rsp = Response::new(Full::new(Bytes::from(proxy.metrics.encode())).boxed());
+            let mut text = proxy.metrics.encode();
+            endpoint_metrics(proxy, &mut text);
+            let mut rsp = Response::new(Full::new(Bytes::from(text)).boxed());
             rsp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -168,6 +170,67 @@ fn clusters(proxy: &Proxy) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Object(map)
+}
+
+/// Per-endpoint gauges, read from the live state at scrape time (nothing is updated per
+/// request for them): requests in flight, the peak-EWMA latency estimate, ejection and
+/// health. One series per configured endpoint, so cardinality is the configuration's.
+fn endpoint_metrics(proxy: &Proxy, out: &mut String) {
+    use std::fmt::Write as _;
+    let snap = proxy.snapshot.load();
+    let now = std::time::Instant::now();
+    let mut names: Vec<_> = snap.clusters.keys().collect();
+    names.sort();
+    let families: [(
+        &str,
+        &str,
+        fn(&crate::upstream::EndpointState, std::time::Instant) -> f64,
+    ); 4] = [
+        (
+            "remora_endpoint_active_requests",
+            "Requests in flight to the endpoint",
+            |e, _| f64::from(e.load.pending()),
+        ),
+        (
+            "remora_endpoint_latency_ewma_seconds",
+            "The endpoint's peak-EWMA latency estimate (what P2C balances on)",
+            |e, now| e.load.rtt_estimate(now) / 1e9,
+        ),
+        (
+            "remora_endpoint_ejected",
+            "1 while outlier detection has the endpoint ejected",
+            |e, _| f64::from(u8::from(e.outlier.is_ejected())),
+        ),
+        (
+            "remora_endpoint_healthy",
+            "0 while the endpoint fails its active health checks",
+            |e, _| f64::from(u8::from(e.health.is_healthy())),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for cluster in &names {
+            let Some(c) = snap.clusters.get(*cluster) else {
+                continue;
+            };
+            for e in &c.endpoints {
+                let _ = writeln!(
+                    out,
+                    "{name}{{cluster=\"{}\",endpoint=\"{}\"}} {}",
+                    escape(cluster),
+                    e.address,
+                    value(e, now)
+                );
+            }
+        }
+    }
+}
+
+/// A label value in the text format: backslash, quote and newline escaped.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn tap(req: &Request<Incoming>, proxy: &Proxy) -> Response<Body> {

@@ -92,7 +92,19 @@ fn one_failing_endpoint_of_three_is_ejected_and_clients_see_no_errors() {
     );
     let clusters = remora.admin_get("/clusters").1;
     assert!(clusters.contains("\"ejected\": true"), "{clusters}");
-    let (clean, out) = remora_integration::peers::promtool(&remora.metrics());
+    let text = remora.metrics();
+    assert!(
+        text.contains(&format!(
+            "remora_endpoint_ejected{{cluster=\"c\",endpoint=\"{}\"}} 1",
+            bad.addr
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "remora_endpoint_ejected{{cluster=\"c\",endpoint=\"{}\"}} 0",
+        good[0].addr
+    )));
+    let (clean, out) = remora_integration::peers::promtool(&text);
     assert!(clean, "promtool after retries and an ejection: {out}");
 }
 

@@ -8,6 +8,7 @@ HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${UP_PORT:=28080}"                      # upstream, HTTP/1.1
 : "${UP_H2_PORT:=28090}"                   # upstream, h2c (direct h2 baseline only)
 : "${GRPC_UP_PORT:=28095}"                 # gRPC unary upstream (perf-grpc-upstream)
+: "${OTLP_SINK_PORT:=28096}"               # blackhole OTLP collector (perf-grpc-upstream --empty)
 : "${NGINX_PORT:=28101}";   : "${NGINX_H2_PORT:=28111}"     # proxy listen ports (h1, h2c)
 : "${HAPROXY_PORT:=28102}"; : "${HAPROXY_H2_PORT:=28112}"
 : "${ENVOY_PORT:=28105}";   : "${ENVOY_ADMIN_PORT:=28115}"   # Envoy serves h1 and h2c on one port
@@ -155,6 +156,16 @@ remora_config() {
 RESILIENT_ROUTE=', timeout: 30s, retry: { maxRetries: 2, perTryTimeout: 10s }, hedge: { delay: 10s }'
 RESILIENT_CLUSTER=', circuitBreakers: { maxConnections: 100000, maxPendingRequests: 100000, maxRequests: 100000, maxRetries: 100000 }, retryBudget: { ratio: 0.2 }, outlierDetection: { successRateThreshold: 0.5, successRateMinRequests: 100 }, healthCheck: { tcp: true, interval: 1s }'
 
+# A blackhole OTLP/gRPC collector for the remora-traced presets, started once per run.
+OTLP_SID=""
+ensure_otlp_sink() {
+  [ -n "$OTLP_SID" ] && return 0
+  port_free "$OTLP_SINK_PORT"
+  OTLP_SID=$(start_bg otlp-sink "$GRPC_UP_BIN" "$HOST:$OTLP_SINK_PORT" --empty)
+  wait_port "$OTLP_SINK_PORT"
+  log "blackhole OTLP collector up (sid $OTLP_SID)"
+}
+
 # --- target presets -------------------------------------------------------------
 # Each preset sets: T_CMD (foreground command), T_PORT (HTTP/1.1), T_H2PORT (h2c or empty),
 # T_GRPCPORT (h2c front for the gRPC upstream, or empty)
@@ -173,6 +184,17 @@ prepare_target() {
       remora_config "$d/remora.yaml"
       T_CMD=("$REMORA_BIN" --config "$d/remora.yaml" --threads "$n")
       # RUST_LOG=warn: no per-request logging; info logs only at start-up anyway.
+      export RUST_LOG=warn ;;
+    remora-traced:*)
+      # remora-traced:THREADS:RATIO: tracing on, every span exported to a blackhole collector.
+      local rest=${spec#remora-traced:}; n=${rest%%:*}; local ratio=${rest#*:}
+      d="$WORK/remora-traced-$n-$ratio"; mkdir -p "$d"; T_NAME="remora-traced-${ratio}-${n}t"
+      T_PORT=$REMORA_PORT; T_H2PORT=$REMORA_PORT; T_GRPCPORT=$REMORA_GRPC_PORT
+      ensure_otlp_sink
+      remora_config "$d/remora.yaml"
+      printf 'tracing: { collector: "http://%s:%s", sampleRatio: %s, maxQueue: 8192 }\n' \
+        "$HOST" "$OTLP_SINK_PORT" "$ratio" >> "$d/remora.yaml"
+      T_CMD=("$REMORA_BIN" --config "$d/remora.yaml" --threads "$n")
       export RUST_LOG=warn ;;
     remora-resilient:*)
       n=${spec#remora-resilient:}; d="$WORK/remora-resilient$n"; mkdir -p "$d"

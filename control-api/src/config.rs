@@ -39,6 +39,13 @@ pub struct Tracing {
     pub service_name: String,
     pub max_queue: usize,
     pub force_sample_header: bool,
+    pub protocol: TracingProtocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracingProtocol {
+    Grpc,
+    HttpProtobuf,
 }
 
 fn tracing(t: &proto::Tracing, errs: &mut Errors<'_>) -> Option<Tracing> {
@@ -61,10 +68,24 @@ fn tracing(t: &proto::Tracing, errs: &mut Errors<'_>) -> Option<Tracing> {
     if !(1..=1_000_000).contains(&queue) {
         errs.push("tracing.maxQueue", "must be between 1 and 1000000");
     }
+    let protocol = match proto::TracingProtocol::try_from(t.protocol) {
+        Ok(proto::TracingProtocol::Unspecified | proto::TracingProtocol::Grpc) => {
+            TracingProtocol::Grpc
+        }
+        Ok(proto::TracingProtocol::HttpProtobuf) => TracingProtocol::HttpProtobuf,
+        Err(_) => {
+            errs.push(
+                "tracing.protocol",
+                format!("unknown value {} (use GRPC or HTTP_PROTOBUF)", t.protocol),
+            );
+            TracingProtocol::Grpc
+        }
+    };
     if errs.count() > before {
         return None;
     }
     Some(Tracing {
+        protocol,
         collector: t.collector.clone(),
         sample_ratio: ratio,
         service_name: t.service_name.clone(),

@@ -172,6 +172,9 @@ fn clusters(proxy: &Proxy) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
+/// How a per-endpoint gauge reads its value.
+type EndpointValue = fn(&crate::upstream::EndpointState, std::time::Instant) -> f64;
+
 /// Per-endpoint gauges, read from the live state at scrape time (nothing is updated per
 /// request for them): requests in flight, the peak-EWMA latency estimate, ejection and
 /// health. One series per configured endpoint, so cardinality is the configuration's.
@@ -181,11 +184,7 @@ fn endpoint_metrics(proxy: &Proxy, out: &mut String) {
     let now = std::time::Instant::now();
     let mut names: Vec<_> = snap.clusters.keys().collect();
     names.sort();
-    let families: [(
-        &str,
-        &str,
-        fn(&crate::upstream::EndpointState, std::time::Instant) -> f64,
-    ); 4] = [
+    let families: [(&str, &str, EndpointValue); 4] = [
         (
             "remora_endpoint_active_requests",
             "Requests in flight to the endpoint",

@@ -38,6 +38,15 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of the byte counters: a request's series without its status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub direction: &'static str,
+    pub listener: Name,
+    pub route: Name,
+    pub cluster: Name,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub direction: &'static str,
@@ -123,6 +132,8 @@ pub struct Metrics {
     pub timeouts: Family<TimeoutLabels, Counter>,
     pub trace_spans: Family<ResultLabels, Counter>,
     pub access_log_lines: Family<ResultLabels, Counter>,
+    pub request_bytes: Family<BytesLabels, Counter>,
+    pub response_bytes: Family<BytesLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -285,8 +296,22 @@ impl Metrics {
             "Access-log lines by result: written, dropped (queue full)",
             access_log_lines.clone(),
         );
+        let request_bytes = Family::default();
+        registry.register(
+            "request_bytes",
+            "Request body bytes received from clients",
+            request_bytes.clone(),
+        );
+        let response_bytes = Family::default();
+        registry.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            response_bytes.clone(),
+        );
         Self {
             registry,
+            request_bytes,
+            response_bytes,
             access_log_lines,
             trace_spans,
             retries,

@@ -3,7 +3,8 @@
 //! on an inbound listener, client span on an outbound one; one child span per try when the
 //! route retries). Finished spans go to a bounded queue that a task exports with OTLP/gRPC;
 //! when the queue is full (a slow or dead collector) spans are dropped and counted, and a
-//! request never waits for tracing.
+//! request never waits for tracing. OTLP/gRPC by default, OTLP/HTTP with protobuf bodies as
+//! an option.
 
 pub mod context;
 
@@ -58,12 +59,22 @@ impl Tracer {
         metrics: &Metrics,
     ) -> Result<Arc<Self>, String> {
         use opentelemetry_otlp::WithExportConfig;
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(config.collector.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-            .map_err(|e| format!("tracing.collector: {e}"))?;
+        use remora_control_api::config::TracingProtocol;
+        let builder = opentelemetry_otlp::SpanExporter::builder();
+        let built = match config.protocol {
+            TracingProtocol::Grpc => builder
+                .with_tonic()
+                .with_endpoint(config.collector.clone())
+                .with_timeout(EXPORT_TIMEOUT)
+                .build(),
+            TracingProtocol::HttpProtobuf => builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(config.collector.clone())
+                .with_timeout(EXPORT_TIMEOUT)
+                .build(),
+        };
+        let mut exporter = built.map_err(|e| format!("tracing.collector: {e}"))?;
         let service = if config.service_name.is_empty() {
             identity
                 .service

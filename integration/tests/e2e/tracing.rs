@@ -431,3 +431,51 @@ fn tap_streams_matching_live_requests_when_enabled() {
     assert_eq!(code, 404);
     assert!(body.contains("admin: { tap: true }"), "{body}");
 }
+
+#[test]
+fn spans_can_go_over_otlp_http_protobuf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spans.jsonl");
+    let collector = PyServer::start(
+        "otlp_collector.py",
+        &["--out", file.to_str().expect("path"), "--http"],
+    );
+    let app = Upstream::start("app");
+    let tracing = format!(
+        "tracing: {{ collector: \"http://{}/v1/traces\", protocol: HTTP_PROTOBUF, sampleRatio: 1.0, serviceName: h }}\n",
+        collector.addr()
+    );
+    let remora = Remora::start(&sidecar(&tracing, "OUTBOUND", &[app.addr.to_string()], ""));
+    send_all(gets(&remora.url("l"), 3), 1, false);
+    let spans = wait_spans(&file, 3, "three spans over HTTP");
+    assert!(spans.iter().all(|s| s["resource"]["service.name"] == "h"));
+    assert_eq!(
+        remora.metric_sum("remora_trace_spans_total", &["result=\"exported\""]),
+        3.0
+    );
+}
+
+#[test]
+fn request_and_response_bytes_are_counted_per_route() {
+    let app = Upstream::start("app");
+    let remora = Remora::start(&sidecar("", "OUTBOUND", &[app.addr.to_string()], ""));
+    let url = remora.url("l");
+    send_all(gets(&format!("{url}/bytes/1000"), 2), 1, false);
+    send_all(gets(&format!("{url}/bytes/3000"), 1), 1, true);
+    let post = |n: usize| {
+        Request::post(format!("{url}/echo"))
+            .body(Full::new(Bytes::from(vec![b'x'; n])))
+            .expect("request")
+    };
+    // Small whole bodies (HTTP/1.1 fast path), a streamed one (HTTP/2), a large one.
+    send_all(vec![post(500)], 1, false);
+    send_all(vec![post(700)], 1, true);
+    send_all(vec![post(200_000)], 1, false);
+    let m = |name: &str| remora.metric_sum(name, &["route=\"r\"", "cluster=\"c\""]);
+    assert_eq!(m("remora_request_bytes_total"), 201_200.0);
+    assert!(
+        m("remora_response_bytes_total") >= 5000.0,
+        "{}",
+        remora.metrics()
+    );
+}

@@ -1,6 +1,8 @@
 //! A minimal gRPC unary responder for the load harness: answers every HTTP/2 POST with one
 //! length-prefixed message and `grpc-status: 0` trailers. Fast enough not to be the bottleneck
 //! (a Python grpcio server would be). Usage: `perf-grpc-upstream 127.0.0.1:28095`.
+//! With `--empty` every answer is an empty message: a blackhole OTLP/gRPC collector (an
+//! empty `ExportTraceServiceResponse` is a success), for measuring tracing.
 
 use std::convert::Infallible;
 
@@ -11,10 +13,14 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-async fn unary(req: Request<Incoming>) -> Result<Response<IterBody>, Infallible> {
+async fn unary(req: Request<Incoming>, empty: bool) -> Result<Response<IterBody>, Infallible> {
     let _ = req.into_body().collect().await;
-    // gRPC message: compressed flag 0, length 10, payload.
-    let msg = Bytes::from_static(b"\x00\x00\x00\x00\x0aremora-ok!");
+    // gRPC message: compressed flag 0, length 10, payload (or length 0).
+    let msg = if empty {
+        Bytes::from_static(b"\x00\x00\x00\x00\x00")
+    } else {
+        Bytes::from_static(b"\x00\x00\x00\x00\x0aremora-ok!")
+    };
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     let mut rsp = Response::new(IterBody(
@@ -40,8 +46,12 @@ impl hyper::body::Body for IterBody {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let empty = args.iter().any(|a| a == "--empty");
+    let addr = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
         .unwrap_or_else(|| "127.0.0.1:28095".into());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,7 +64,10 @@ fn main() -> std::io::Result<()> {
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .max_concurrent_streams(1024)
-                    .serve_connection(TokioIo::new(stream), service_fn(unary))
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |req| unary(req, empty)),
+                    )
                     .await;
             });
         }

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::http::idle::{ActiveRequest, IdleTimer};
 use crate::upstream::h1::ResponseBody;
 
@@ -19,7 +21,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Streamed { #[pin] body: Incoming, idle: Option<IdleTimer> },
+        Streamed { #[pin] body: Incoming, idle: Option<IdleTimer>, bytes: Option<Counter> },
         Upstream { #[pin] body: ResponseBody },
         Full { data: Option<Bytes> },
         Replay { #[pin] body: crate::http::replay::ReplayBody },
@@ -62,7 +64,11 @@ impl std::fmt::Debug for ProxyBody {
 
 impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
-        ProxyBody::Streamed { body, idle: None }
+        ProxyBody::Streamed {
+            body,
+            idle: None,
+            bytes: None,
+        }
     }
 }
 
@@ -72,6 +78,20 @@ impl ProxyBody {
         ProxyBody::Streamed {
             body,
             idle: Some(IdleTimer::new(idle)),
+            bytes: None,
+        }
+    }
+
+    /// Counts this body's bytes into `counter`: a whole body at once, a streamed one as its
+    /// frames pass.
+    pub fn count_bytes(&mut self, counter: &Counter) {
+        match self {
+            ProxyBody::Full { data } => {
+                counter.inc_by(data.as_ref().map_or(0, |d| d.len() as u64));
+            }
+            ProxyBody::Streamed { bytes, .. } => *bytes = Some(counter.clone()),
+            ProxyBody::Upstream { body } => body.count_bytes(counter.clone()),
+            ProxyBody::Replay { .. } | ProxyBody::Tracked { .. } | ProxyBody::Logged { .. } => {}
         }
     }
 }
@@ -85,12 +105,17 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Streamed { body, idle } => {
+            ProxyBodyProj::Streamed { body, idle, bytes } => {
                 let poll = body.poll_frame(cx);
                 if let Some(idle) = idle
                     && let Err(e) = idle.check(cx, poll.is_pending())
                 {
                     return Poll::Ready(Some(Err(e.into())));
+                }
+                if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (bytes.as_ref(), &poll)
+                    && let Some(d) = frame.data_ref()
+                {
+                    c.inc_by(d.len() as u64);
                 }
                 poll.map(|f| f.map(|r| r.map_err(BoxError::from)))
             }

@@ -26,7 +26,7 @@ use crate::http::body::ProxyBody;
 use crate::http::error::ProxyError;
 use crate::http::forward::{Forward, Target, Tries};
 use crate::http::headers;
-use crate::metrics::{ErrorLabels, Name, RequestLabels};
+use crate::metrics::{BytesLabels, ErrorLabels, Name, RequestLabels};
 use crate::state::Proxy;
 
 static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
@@ -128,6 +128,7 @@ pub async fn handle(
         )
     });
     let mut flag = None;
+    let mut counted_response = None;
 
     let result = async {
         if req.method() == http::Method::CONNECT {
@@ -196,6 +197,14 @@ pub async fn handle(
             (Some(r), Some(g)) => Some(r.min(g)),
             (r, g) => r.or(g),
         };
+        let (request_bytes, response_bytes) = proxy.metrics.byte_counters(&BytesLabels {
+            direction,
+            listener: listener_label.clone(),
+            route: route_label.clone(),
+            cluster: cluster_label.clone(),
+        });
+        req.body_mut().count_bytes(&request_bytes);
+        counted_response = Some(response_bytes);
         let svc = ServiceBuilder::new()
             .layer(RewriteLayer::new(RewriteParams {
                 request: route.request_headers.clone(),
@@ -228,6 +237,19 @@ pub async fn handle(
             e.into_response()
         }
     });
+    let mut rsp = rsp;
+    let response_bytes = counted_response.unwrap_or_else(|| {
+        proxy
+            .metrics
+            .byte_counters(&BytesLabels {
+                direction,
+                listener: listener_label.clone(),
+                route: route_label.clone(),
+                cluster: cluster_label.clone(),
+            })
+            .1
+    });
+    rsp.body_mut().count_bytes(&response_bytes);
     let (endpoint, tried) = tries.as_ref().map_or((None, 0), |t| t.get());
     if let (Some(t), Some((method, path, authority, version, ..))) = (&trace, &traced) {
         t.finish(&crate::trace::Finished {

@@ -44,9 +44,37 @@ struct Key {
 
 thread_local! {
     static SERIES: RefCell<HashMap<Key, (Counter, Histogram)>> = RefCell::new(HashMap::new());
+    static BYTES: RefCell<HashMap<Key, (Counter, Counter)>> = RefCell::new(HashMap::new());
 }
 
 impl Metrics {
+    /// The (request, response) byte counters of a route's series, cached per thread.
+    pub fn byte_counters(&self, labels: &super::BytesLabels) -> (Counter, Counter) {
+        let key = Key {
+            metrics: std::ptr::from_ref(self) as usize,
+            direction: labels.direction,
+            listener: ByAddress(labels.listener.0.clone()),
+            route: ByAddress(labels.route.0.clone()),
+            cluster: ByAddress(labels.cluster.0.clone()),
+            status: 0,
+        };
+        BYTES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(c) = cache.get(&key) {
+                return c.clone();
+            }
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            let c = (
+                self.request_bytes.get_or_create(labels).clone(),
+                self.response_bytes.get_or_create(labels).clone(),
+            );
+            cache.insert(key, c.clone());
+            c
+        })
+    }
+
     /// Counts one request and observes its duration under `labels`.
     pub fn record_request(&self, labels: &RequestLabels, seconds: f64) {
         let key = Key {

@@ -205,6 +205,7 @@ fn finish(
         pool: Arc::clone(pool),
         max_idle,
         idle: IdleTimer::new(stream_idle),
+        bytes: None,
     };
     if body.framing == Framing::Done {
         body.release();
@@ -335,6 +336,7 @@ pub struct ResponseBody {
     pool: Arc<Pool>,
     max_idle: usize,
     idle: IdleTimer,
+    bytes: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -346,6 +348,11 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
+    /// Counts the body's bytes into `counter` as they are read.
+    pub fn count_bytes(&mut self, counter: prometheus_client::metrics::counter::Counter) {
+        self.bytes = Some(counter);
+    }
+
     /// At the end of the response: the connection goes back to the pool if it can carry
     /// another request, else it closes.
     fn release(&mut self) {
@@ -422,6 +429,11 @@ impl Body for ResponseBody {
             return Poll::Ready(Some(Err(e.into())));
         }
         let next = ready!(poll);
+        if let (Some(c), Some(Ok(frame))) = (&self.bytes, &next)
+            && let Some(d) = frame.data_ref()
+        {
+            c.inc_by(d.len() as u64);
+        }
         if matches!(next, None | Some(Ok(_)))
             && matches!(self.framing, Framing::Done | Framing::Length(0))
         {

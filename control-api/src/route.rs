@@ -50,6 +50,7 @@ pub struct Route {
     pub retry: Option<Arc<RetryPolicy>>,
     pub hedge: Option<HedgePolicy>,
     pub stream_idle_timeout: Duration,
+    pub force_trace: bool,
 }
 
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -296,6 +297,7 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         retry: retry.map_or(Some(None), |r| r.map(Some))?,
         hedge: hedge.map_or(Some(None), |h| h.map(Some))?,
         stream_idle_timeout: stream_idle_timeout?,
+        force_trace: r.force_trace,
     })
 }
 

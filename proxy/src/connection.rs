@@ -54,6 +54,14 @@ pub async fn serve(
         .get_or_create(&labels)
         .clone();
     active.inc();
+    let closed = proxy
+        .metrics
+        .downstream_closed
+        .get_or_create(&labels)
+        .clone();
+    let _closed = scopeguard(move || {
+        closed.inc();
+    });
 
     let mut buf = BytesMut::new();
     let detected = match target.listener.protocol {
@@ -139,6 +147,19 @@ pub async fn serve(
         Err(e) => tracing::debug!(error = %e, "connection failed during protocol detection"),
     }
     active.dec();
+}
+
+/// Runs `f` when dropped (however the connection's task ends).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 #[cfg(test)]

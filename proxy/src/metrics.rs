@@ -113,6 +113,8 @@ pub struct Metrics {
     pub proxy_errors: Family<ErrorLabels, Counter>,
     pub downstream_connections: Family<ListenerLabels, Counter>,
     pub downstream_active: Family<ListenerLabels, Gauge>,
+    pub downstream_closed: Family<ListenerLabels, Counter>,
+    pub upstream_closed: Family<ClusterLabels, Counter>,
     pub upstream_connections: Family<ClusterLabels, Counter>,
     pub upstream_active: Family<ClusterLabels, Gauge>,
     pub upstream_connect_errors: Family<ClusterReasonLabels, Counter>,
@@ -187,6 +189,18 @@ impl Metrics {
             "upstream_connections",
             "Upstream connections opened",
             upstream_connections.clone(),
+        );
+        let downstream_closed = Family::default();
+        registry.register(
+            "downstream_connections_closed",
+            "Connections that ended",
+            downstream_closed.clone(),
+        );
+        let upstream_closed = Family::default();
+        registry.register(
+            "upstream_connections_closed",
+            "Upstream connections that ended",
+            upstream_closed.clone(),
         );
         let upstream_active = Family::default();
         registry.register(
@@ -327,6 +341,8 @@ impl Metrics {
             proxy_errors,
             downstream_connections,
             downstream_active,
+            downstream_closed,
+            upstream_closed,
             upstream_connections,
             upstream_active,
             upstream_connect_errors,

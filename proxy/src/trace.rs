@@ -141,7 +141,7 @@ impl Tracer {
             parent: incoming.as_ref().map(|c| c.span_id),
             format: incoming.as_ref().map(|c| c.format),
             tracestate: incoming.and_then(|c| c.tracestate),
-            sampled,
+            sampled: std::sync::atomic::AtomicBool::new(sampled),
             kind,
             start: SystemTime::now(),
         }
@@ -157,7 +157,7 @@ pub struct RequestTrace {
     parent: Option<u64>,
     format: Option<Format>,
     tracestate: Option<http::HeaderValue>,
-    pub sampled: bool,
+    sampled: std::sync::atomic::AtomicBool,
     kind: SpanKind,
     start: SystemTime,
 }
@@ -183,6 +183,17 @@ pub struct Finished<'a> {
 }
 
 impl RequestTrace {
+    /// Will this request's spans be recorded.
+    pub fn sampled(&self) -> bool {
+        self.sampled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Samples the request whatever was decided (a route with `forceTrace`).
+    pub fn force(&self) {
+        self.sampled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Writes the context the upstream should see, with `span_id` (this request's span, or
     /// a try's) as the parent.
     pub fn inject(&self, headers: &mut HeaderMap, span_id: u64) {
@@ -190,7 +201,7 @@ impl RequestTrace {
             trace_id: self.trace_id,
             span_id,
             parent_span_id: Some(self.span_id).filter(|s| *s != span_id).or(self.parent),
-            sampled: self.sampled,
+            sampled: self.sampled(),
         };
         context::inject(headers, &out, self.format, self.tracestate.as_ref());
     }
@@ -199,7 +210,7 @@ impl RequestTrace {
         SpanContext::new(
             TraceId::from(self.trace_id),
             SpanId::from(span_id),
-            if self.sampled {
+            if self.sampled() {
                 TraceFlags::SAMPLED
             } else {
                 TraceFlags::default()
@@ -218,7 +229,7 @@ impl RequestTrace {
         endpoint: SocketAddr,
         outcome: Result<u16, &'static str>,
     ) {
-        if !self.sampled {
+        if !self.sampled() {
             return;
         }
         let mut attributes = vec![
@@ -281,7 +292,7 @@ impl RequestTrace {
 
     /// Ends the request's span (only when sampled).
     pub fn finish(&self, f: &Finished<'_>) {
-        if !self.sampled {
+        if !self.sampled() {
             return;
         }
         let version = match f.version {

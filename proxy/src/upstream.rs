@@ -57,6 +57,7 @@ pub struct ClusterState {
 pub struct UpstreamMetrics {
     pub cluster: Name,
     opened: Counter,
+    closed: Counter,
     active: Gauge,
     errors: Family<ClusterReasonLabels, Counter>,
     pub retries: Family<ClusterReasonLabels, Counter>,
@@ -72,11 +73,12 @@ pub struct UpstreamMetrics {
 /// Decrements the active-connection gauge, and gives back the connection's slot of
 /// `maxConnections`, when the connection ends.
 #[derive(Debug)]
-pub struct ActiveGuard(Gauge, #[allow(dead_code)] Slot);
+pub struct ActiveGuard(Gauge, Counter, #[allow(dead_code)] Slot);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.dec();
+        self.1.inc();
     }
 }
 
@@ -88,6 +90,7 @@ impl UpstreamMetrics {
         Self {
             cluster: cluster.into(),
             opened: metrics.upstream_connections.get_or_create(&labels).clone(),
+            closed: metrics.upstream_closed.get_or_create(&labels).clone(),
             active: metrics.upstream_active.get_or_create(&labels).clone(),
             errors: metrics.upstream_connect_errors.clone(),
             retries: metrics.retries.clone(),
@@ -114,7 +117,7 @@ impl UpstreamMetrics {
     pub fn opened(&self, slot: Slot) -> ActiveGuard {
         self.opened.inc();
         self.active.inc();
-        ActiveGuard(self.active.clone(), slot)
+        ActiveGuard(self.active.clone(), self.closed.clone(), slot)
     }
 
     pub fn connect_error(&self, reason: &'static str) {

@@ -479,3 +479,46 @@ fn request_and_response_bytes_are_counted_per_route() {
         remora.metrics()
     );
 }
+
+#[test]
+fn a_route_can_force_sampling_and_connections_are_counted_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spans.jsonl");
+    let collector = PyServer::start(
+        "otlp_collector.py",
+        &["--out", file.to_str().expect("path")],
+    );
+    let app = Upstream::start("app");
+    // Ratio 0 and an unsampled caller, but the route says always.
+    let remora = Remora::start(&sidecar(
+        &tracing_block(&collector.addr(), "a", 0.0, 2048),
+        "OUTBOUND",
+        &[app.addr.to_string()],
+        ", forceTrace: true",
+    ));
+    let req = Request::get(remora.url("l"))
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        )
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let replies = send_all(vec![req], 1, false);
+    let tp = echo_header(replies[0].as_ref().expect("reply"), "traceparent");
+    assert!(
+        tp.ends_with("-01"),
+        "the upstream learns it is sampled: {tp}"
+    );
+    let spans = wait_spans(&file, 1, "the forced span");
+    assert_eq!(spans[0]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    // The client's connection and the pooled upstream one end with the proxy's peers.
+    drop(replies);
+    eventually(
+        "the client connection is counted closed",
+        Duration::from_secs(10),
+        || {
+            (remora.metric_sum("remora_downstream_connections_closed_total", &[]) >= 1.0)
+                .then_some(())
+        },
+    );
+}

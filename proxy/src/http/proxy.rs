@@ -109,15 +109,15 @@ pub async fn handle(
     });
     let log = snapshot.access_logs.get(&conn.listener).cloned();
     let tap = (snapshot.tap_enabled && proxy.tap.active()).then(|| proxy.tap.clone());
-    let sampled = trace.as_ref().is_some_and(|t| t.sampled);
+    let sampled = trace.as_ref().is_some_and(|t| t.sampled());
     let recorded = sampled || log.is_some() || tap.is_some();
-    let tries = recorded.then(|| Arc::new(Tries::default()));
+    let mut tries = recorded.then(|| Arc::new(Tries::default()));
     // What a span or log line needs from the request, copied only when one will be written.
-    let traced = recorded.then(|| {
+    let request_info = |req: &Request<ProxyBody>| {
         (
             req.method().as_str().to_owned(),
             req.uri().path().to_owned(),
-            headers::authority(&req).unwrap_or("").to_owned(),
+            headers::authority(req).unwrap_or("").to_owned(),
             req.version(),
             req.headers()
                 .get("x-request-id")
@@ -126,7 +126,8 @@ pub async fn handle(
                 .to_owned(),
             http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
         )
-    });
+    };
+    let mut traced = recorded.then(|| request_info(&req));
     let mut flag = None;
     let mut counted_response = None;
 
@@ -152,6 +153,15 @@ pub async fn handle(
         };
         let (_vhost, route) = router.route(&info)?;
         route_label = Name(route.name.clone());
+        if route.force_trace
+            && let Some(t) = &trace
+            && !t.sampled()
+        {
+            t.force();
+            t.inject(req.headers_mut(), t.span_id);
+            traced.get_or_insert_with(|| request_info(&req));
+            tries.get_or_insert_with(|| Arc::new(Tries::default()));
+        }
         let target = match &route.action {
             RouteAction::Direct(d) => Target::Direct(d.clone()),
             RouteAction::Forward(split) => {

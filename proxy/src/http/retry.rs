@@ -152,7 +152,7 @@ pub async fn send(
         };
         let idx = pick(cluster, ctx, avoid)?;
         // A sampled request gets one child span per try, each the parent of what it sends.
-        let try_span = f.trace.as_ref().filter(|t| t.sampled).map(|t| {
+        let try_span = f.trace.as_ref().filter(|t| t.sampled()).map(|t| {
             let id = crate::trace::context::new_span_id();
             t.inject(&mut parts.headers, id);
             (t, id, std::time::SystemTime::now())

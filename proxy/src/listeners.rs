@@ -168,10 +168,14 @@ async fn accept_loop(
             () = stop.cancelled() => return,
             accepted = socket.accept() => match accepted {
                 Ok((stream, client)) => {
-                    let conn = crate::connection::serve(
-                        proxy.clone(), name.clone(), stream, client, drain.clone(),
-                    );
-                    crate::workers::spawn(proxy.tracker.track_future(conn));
+                    let (proxy, name, drain) = (proxy.clone(), name.clone(), drain.clone());
+                    // Tracked from the accept on, so shutdown waits for it even before a
+                    // worker picks it up.
+                    let token = proxy.tracker.token();
+                    crate::workers::spawn_connection(stream, move |stream| async move {
+                        let _token = token;
+                        crate::connection::serve(proxy, name, stream, client, drain).await;
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

@@ -52,16 +52,31 @@ pub fn current() -> usize {
     INDEX.with(std::cell::Cell::get)
 }
 
-/// Runs a connection's future on the next worker, or here when there are none.
-pub fn spawn<F>(fut: F)
+/// Hands an accepted connection to the next worker (or keeps it here when there are
+/// none) and runs `serve` on it there. The socket is registered with the worker's own
+/// reactor, not the accepting runtime's, so its readiness events are delivered on the
+/// thread that serves it.
+pub fn spawn_connection<F, Fut>(stream: tokio::net::TcpStream, serve: F)
 where
-    F: Future<Output = ()> + Send + 'static,
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    match WORKERS.get() {
-        Some(handles) if !handles.is_empty() => {
-            let i = NEXT.fetch_add(1, Ordering::Relaxed) % handles.len();
-            drop(handles[i].spawn(fut));
+    let Some(handles) = WORKERS.get().filter(|h| !h.is_empty()) else {
+        drop(tokio::spawn(serve(stream)));
+        return;
+    };
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot hand the connection to a worker; closing it");
+            return;
         }
-        _ => drop(tokio::spawn(fut)),
-    }
+    };
+    let i = NEXT.fetch_add(1, Ordering::Relaxed) % handles.len();
+    drop(handles[i].spawn(async move {
+        match tokio::net::TcpStream::from_std(std_stream) {
+            Ok(stream) => serve(stream).await,
+            Err(e) => tracing::debug!(error = %e, "worker cannot register the connection"),
+        }
+    }));
 }

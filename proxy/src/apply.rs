@@ -21,6 +21,8 @@ pub enum ApplyError {
     Invalid(#[from] InvalidConfig),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error("listener {listener:?}: {message}")]
+    Tls { listener: String, message: String },
 }
 
 /// Validates, compiles and swaps in a configuration.
@@ -48,6 +50,16 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
         .listeners
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    for (name, l) in &snapshot.listeners {
+        if let Some(settings) = &l.listener.tls {
+            let server =
+                crate::tls::TlsServer::load(settings).map_err(|message| ApplyError::Tls {
+                    listener: name.to_string(),
+                    message,
+                })?;
+            snapshot.tls.insert(name.clone(), Arc::new(server));
+        }
+    }
     let plan = listeners.prepare(&snapshot)?;
     snapshot.tracer = tracer_for(proxy, tracing_config);
     let mut paths = Vec::new();

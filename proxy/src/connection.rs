@@ -38,7 +38,9 @@ pub async fn serve(
         return;
     };
     let drain_timeout = snapshot.drain_timeout;
+    let tls = snapshot.tls.get(&listener).cloned();
     drop(snapshot);
+    let mut plaintext_on_mtls = None;
     let labels = ListenerLabels {
         direction: target.listener.direction.as_str(),
         listener: target.label.clone(),
@@ -62,6 +64,40 @@ pub async fn serve(
     let _closed = scopeguard(move || {
         closed.inc();
     });
+    if let Some(tls) = tls {
+        // Boxed: the handshake's state would otherwise size every connection's task.
+        match Box::pin(crate::tls::accept(&tls, stream, &listener, &proxy.metrics)).await {
+            crate::tls::Inbound::Tls(accepted) => {
+                let mut info =
+                    ConnInfo::new(listener.clone(), client, target.listener.idle_timeout);
+                info.peer_identity = Some(Arc::from(accepted.identity.as_str()));
+                info.mtls = Some(tls.settings.forward_peer_identity);
+                let version = if accepted.http2 {
+                    HttpVersion::Http2
+                } else {
+                    HttpVersion::Http1
+                };
+                Box::pin(server::serve(
+                    accepted.stream,
+                    version,
+                    proxy.clone(),
+                    Arc::new(info),
+                    drain,
+                ))
+                .await;
+                active.dec();
+                return;
+            }
+            crate::tls::Inbound::Plaintext(s) => {
+                stream = s;
+                plaintext_on_mtls = Some(tls.settings.forward_peer_identity);
+            }
+            crate::tls::Inbound::Refused => {
+                active.dec();
+                return;
+            }
+        }
+    }
 
     let mut buf = BytesMut::new();
     let detected = match target.listener.protocol {
@@ -86,11 +122,11 @@ pub async fn serve(
         active.dec();
         return;
     }
-    let conn = Arc::new(ConnInfo::new(
-        listener.clone(),
-        client,
-        target.listener.idle_timeout,
-    ));
+    let mut info = ConnInfo::new(listener.clone(), client, target.listener.idle_timeout);
+    // A plaintext client on a permissive mTLS listener has no identity; any it claims in a
+    // header is removed.
+    info.mtls = plaintext_on_mtls;
+    let conn = Arc::new(info);
     if matches!(detected, Ok(Detected::Http1)) && *H1_FAST_PATH {
         // Boxed here (and below): the task's size is the future's, for the whole life of the
         // connection, and an idle connection should not carry the handler's state.

@@ -30,6 +30,7 @@ pub mod sources;
 pub mod state;
 pub mod tap;
 pub mod tcp;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 pub mod watch;

@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = Args::parse();
     remora_proxy::logging::init(args.log_format);
+    remora_proxy::tls::install_provider();
     if let Some(Command::Validate) = args.command {
         let Some(config) = args.config.as_deref() else {
             eprintln!("error: validate needs --config FILE");

@@ -48,6 +48,12 @@ pub struct BytesLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TlsLabels {
+    pub listener: String,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub direction: &'static str,
     pub listener: Name,
@@ -134,6 +140,7 @@ pub struct Metrics {
     pub timeouts: Family<TimeoutLabels, Counter>,
     pub trace_spans: Family<ResultLabels, Counter>,
     pub access_log_lines: Family<ResultLabels, Counter>,
+    pub tls_handshakes: Family<TlsLabels, Counter>,
     pub request_bytes: Family<BytesLabels, Counter>,
     pub response_bytes: Family<BytesLabels, Counter>,
 }
@@ -322,8 +329,15 @@ impl Metrics {
             "Response body bytes sent to clients",
             response_bytes.clone(),
         );
+        let tls_handshakes = Family::default();
+        registry.register(
+            "tls_handshakes",
+            "Inbound connections on mTLS listeners by result: ok, failed, timeout, plaintext (permissive), refused-plaintext, wrong-trust-domain, no-spiffe-id, no-client-certificate",
+            tls_handshakes.clone(),
+        );
         Self {
             registry,
+            tls_handshakes,
             request_bytes,
             response_bytes,
             access_log_lines,

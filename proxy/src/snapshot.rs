@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub access_logs: HashMap<Arc<str>, crate::access_log::ListenerLog>,
     /// `admin.tap`.
     pub tap_enabled: bool,
+    /// Listeners with mutual TLS, loaded by [`crate::apply`].
+    pub tls: HashMap<Arc<str>, Arc<crate::tls::TlsServer>>,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ impl Snapshot {
             tracer: None,
             access_logs: HashMap::new(),
             tap_enabled: false,
+            tls: HashMap::new(),
         }
     }
 
@@ -151,6 +154,7 @@ impl Snapshot {
             tracer: None,
             access_logs: HashMap::new(),
             tap_enabled: config.tap,
+            tls: HashMap::new(),
         };
         (snapshot, staged)
     }

@@ -154,6 +154,7 @@ fn listener(
         detect_timeout: None,
         idle_timeout: None,
         access_log: None,
+        tls: None,
     }
 }
 

@@ -379,10 +379,10 @@ fn access_log_lines_parse_as_json_and_carry_the_trace_id() {
             .map(str::to_owned)
     });
     assert!(line.contains(" 503 no-healthy-endpoints "), "{line}");
-    assert_eq!(
-        remora.metric_sum("remora_access_log_lines_total", &["result=\"written\""]),
-        1.0
-    );
+    eventually("the line counted written", Duration::from_secs(10), || {
+        let n = remora.metric_sum("remora_access_log_lines_total", &["result=\"written\""]);
+        (n == 1.0).then_some(())
+    });
 }
 
 #[test]
@@ -449,9 +449,14 @@ fn spans_can_go_over_otlp_http_protobuf() {
     send_all(gets(&remora.url("l"), 3), 1, false);
     let spans = wait_spans(&file, 3, "three spans over HTTP");
     assert!(spans.iter().all(|s| s["resource"]["service.name"] == "h"));
-    assert_eq!(
-        remora.metric_sum("remora_trace_spans_total", &["result=\"exported\""]),
-        3.0
+    // Counted once the collector's answer is in.
+    eventually(
+        "three spans counted exported",
+        Duration::from_secs(10),
+        || {
+            let n = remora.metric_sum("remora_trace_spans_total", &["result=\"exported\""]);
+            (n == 3.0).then_some(())
+        },
     );
 }
 

@@ -31,6 +31,9 @@ use crate::state::Proxy;
 
 static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 
+/// The header that tells the app who called, on mTLS listeners that forward it.
+pub const PEER_IDENTITY: &str = "x-remora-peer-identity";
+
 /// The hedging delay of a route that hedges after its observed p95, until it has seen
 /// enough requests to know it.
 pub const DEFAULT_HEDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(25);
@@ -47,6 +50,11 @@ pub struct ConnInfo {
     /// Milliseconds from `opened` to the last request's end.
     last_active_ms: std::sync::atomic::AtomicU64,
     opened: tokio::time::Instant,
+    /// The caller's SPIFFE id, on an mTLS connection.
+    pub peer_identity: Option<Arc<str>>,
+    /// Whether to pass `peer_identity` to the app (`x-remora-peer-identity`); set on mTLS
+    /// listeners, whose clients' own such header is always removed.
+    pub mtls: Option<bool>,
 }
 
 impl ConnInfo {
@@ -58,6 +66,8 @@ impl ConnInfo {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             last_active_ms: std::sync::atomic::AtomicU64::new(0),
             opened: tokio::time::Instant::now(),
+            peer_identity: None,
+            mtls: None,
         }
     }
 
@@ -88,6 +98,16 @@ pub async fn handle(
     let start = Instant::now();
     let snapshot = proxy.snapshot.load_full();
     headers::ensure_request_id(req.headers_mut());
+    if let Some(forward) = conn.mtls {
+        let h = req.headers_mut();
+        h.remove(PEER_IDENTITY);
+        if forward
+            && let Some(id) = &conn.peer_identity
+            && let Ok(v) = http::HeaderValue::from_str(id)
+        {
+            h.insert(PEER_IDENTITY, v);
+        }
+    }
     let none = Name(EMPTY.clone());
     let (direction, listener_label) = match snapshot.listeners.get(&conn.listener) {
         Some(l) => (l.listener.direction.as_str(), l.label.clone()),

@@ -155,6 +155,8 @@ pub struct Entry {
     pub route: String,
     pub cluster: String,
     pub client: Option<SocketAddr>,
+    /// The caller's SPIFFE id on an mTLS connection.
+    pub peer_identity: Option<std::sync::Arc<str>>,
 }
 
 /// `2026-12-04T04:21:18.123Z` (UTC, milliseconds).
@@ -207,6 +209,7 @@ impl Entry {
                 "route": self.route,
                 "cluster": self.cluster,
                 "client": self.client.map(|c| c.to_string()),
+                "peer_identity": self.peer_identity.as_deref(),
             })
             .to_string(),
             AccessLogFormat::Text => {
@@ -237,7 +240,12 @@ impl Entry {
                         .map_or_else(|| "-".to_owned(), |c| c.to_string()),
                     trace.as_deref().unwrap_or("-"),
                 );
-                let _ = write!(l, " {}", dash(&self.request_id));
+                let _ = write!(
+                    l,
+                    " {} {}",
+                    dash(&self.request_id),
+                    self.peer_identity.as_deref().unwrap_or("-")
+                );
                 l
             }
         }
@@ -285,7 +293,7 @@ mod tests {
             t.contains("\"GET /a b\"c HTTP/1.1\" 503 overflow orders - 1.5ms 2 0 10"),
             "{t}"
         );
-        assert!(t.ends_with("00000000000000000000000000000abc r-1"), "{t}");
+        assert!(t.ends_with("00000000000000000000000000000abc r-1 -"), "{t}");
     }
 }
 

@@ -180,6 +180,8 @@ pub struct Finished<'a> {
     /// The endpoint of the last try, and how many tries there were.
     pub endpoint: Option<SocketAddr>,
     pub tries: u32,
+    /// The caller's SPIFFE id on an mTLS connection.
+    pub peer_identity: Option<&'a str>,
 }
 
 impl RequestTrace {
@@ -319,6 +321,9 @@ impl RequestTrace {
         }
         if let Some(e) = f.endpoint {
             attributes.push(KeyValue::new("remora.upstream.address", e.to_string()));
+        }
+        if let Some(id) = f.peer_identity {
+            attributes.push(KeyValue::new("remora.peer.identity", id.to_owned()));
         }
         if let Some(flag) = f.flags {
             attributes.push(KeyValue::new("remora.response_flags", flag));

@@ -67,6 +67,7 @@ fn yaml(pki: &Pki, mode: &str, app: &Upstream) -> String {
     direction: INBOUND
     protocol: HTTP
     routeTable: t
+    accessLog: {{ format: JSON }}
     tls: {{ mode: {mode}, certFile: "{}", keyFile: "{}", bundleFile: "{}", trustDomain: mesh.local, forwardPeerIdentity: true }}
 routeTables:
   - name: t
@@ -125,6 +126,21 @@ fn strict_mtls_serves_mesh_clients_only_and_passes_their_identity() {
         );
     }
     assert_eq!(handshakes(&remora, "ok"), 2.0);
+    let line = remora_integration::eventually(
+        "an access-log line",
+        std::time::Duration::from_secs(10),
+        || {
+            remora
+                .logs()
+                .lines()
+                .find(|l| l.contains("\"peer_identity\""))
+                .map(str::to_owned)
+        },
+    );
+    assert!(
+        line.contains("\"peer_identity\":\"spiffe://mesh.local/ns/default/sa/web\""),
+        "{line}"
+    );
     // No client certificate: the handshake fails.
     let (out, ok) = tls_get(&remora, None, &[]);
     assert!(!ok, "served without a client certificate: {out}");

@@ -296,6 +296,7 @@ pub async fn handle(
             direction,
             client: conn.client,
             flags: flag,
+            peer_identity: conn.peer_identity.as_deref(),
         });
     }
     let labels = RequestLabels {
@@ -328,6 +329,7 @@ pub async fn handle(
                 route: labels.route.0.to_string(),
                 cluster: labels.cluster.0.to_string(),
                 client: Some(conn.client),
+                peer_identity: conn.peer_identity.clone(),
                 ..crate::access_log::Entry::default()
             };
             rsp.map(|body| ProxyBody::Logged {

@@ -109,11 +109,11 @@ pub(crate) fn validate(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<Clus
     };
     let connect_timeout = errs.check(
         "connectTimeout",
-        util::duration(c.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT).and_then(positive),
+        util::positive_duration(c.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT),
     );
     let idle_timeout = errs.check(
         "idleTimeout",
-        util::duration(c.idle_timeout.as_ref(), DEFAULT_IDLE_TIMEOUT).and_then(positive),
+        util::positive_duration(c.idle_timeout.as_ref(), DEFAULT_IDLE_TIMEOUT),
     );
     let max_idle = c
         .max_idle_per_endpoint
@@ -135,14 +135,6 @@ pub(crate) fn validate(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<Clus
         max_idle_per_endpoint: max_idle,
         resilience: resilience?,
     })
-}
-
-fn positive(d: Duration) -> Result<Duration, String> {
-    if d.is_zero() {
-        Err("must be greater than zero".into())
-    } else {
-        Ok(d)
-    }
 }
 
 fn lb_policy(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<LbPolicy> {

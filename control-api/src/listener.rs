@@ -116,13 +116,7 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
     };
     let idle_timeout = errs.check(
         "idleTimeout",
-        util::duration(l.idle_timeout.as_ref(), idle_default).and_then(|d| {
-            if d.is_zero() {
-                Err("must be greater than zero".to_owned())
-            } else {
-                Ok(d)
-            }
-        }),
+        util::positive_duration(l.idle_timeout.as_ref(), idle_default),
     );
     let access_log = l.access_log.as_ref().and_then(|a| {
         let format = match proto::AccessLogFormat::try_from(a.format) {

@@ -190,21 +190,13 @@ pub struct ClusterResilience {
     pub health_check: Option<HealthCheck>,
 }
 
-fn positive(d: Duration) -> Result<Duration, String> {
-    if d.is_zero() {
-        Err("must be greater than zero".into())
-    } else {
-        Ok(d)
-    }
-}
-
 fn dur(
     errs: &mut Errors<'_>,
     field: String,
     d: Option<&pbjson_types::Duration>,
     default: Duration,
 ) -> Option<Duration> {
-    errs.check(field, util::duration(d, default).and_then(positive))
+    errs.check(field, util::positive_duration(d, default))
 }
 
 fn in_range(

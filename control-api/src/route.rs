@@ -279,13 +279,7 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         .map(|h| resilience::hedge(h, &format!("{at}.hedge"), errs));
     let stream_idle_timeout = errs.check(
         format!("{at}.streamIdleTimeout"),
-        util::duration(r.stream_idle_timeout.as_ref(), DEFAULT_STREAM_IDLE_TIMEOUT).and_then(|d| {
-            if d.is_zero() {
-                Err("must be greater than zero".to_owned())
-            } else {
-                Ok(d)
-            }
-        }),
+        util::positive_duration(r.stream_idle_timeout.as_ref(), DEFAULT_STREAM_IDLE_TIMEOUT),
     );
     Some(Route {
         name,

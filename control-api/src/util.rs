@@ -28,6 +28,19 @@ pub(crate) fn duration(
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
 }
 
+/// Like [`duration`], but zero is rejected.
+pub(crate) fn positive_duration(
+    d: Option<&pbjson_types::Duration>,
+    default: Duration,
+) -> Result<Duration, String> {
+    let v = duration(d, default)?;
+    if v.is_zero() {
+        Err("must be greater than zero".into())
+    } else {
+        Ok(v)
+    }
+}
+
 /// Like [`duration`], but unset stays `None` and zero is rejected.
 pub(crate) fn opt_positive_duration(
     d: Option<&pbjson_types::Duration>,

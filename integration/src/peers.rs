@@ -131,3 +131,28 @@ fn fastrand_suffix() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// A listener with a backlog of one that never accepts, its queue already full: connects to
+/// it hang until the connector's timeout (the kernel drops further SYNs). Keep the returned
+/// value alive for as long as the address must stay in that state.
+pub fn unaccepting_listener() -> (
+    (socket2::Socket, Vec<std::net::TcpStream>),
+    std::net::SocketAddr,
+) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    socket.bind(&any.into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let addr = socket
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let fill: Vec<_> = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        })
+        .collect();
+    ((socket, fill), addr)
+}

@@ -77,29 +77,7 @@ fn an_upstream_that_closes_without_answering_gives_502_upstream_reset() {
 
 #[test]
 fn an_endpoint_that_never_completes_the_handshake_gives_503_connect_timeout() {
-    // A listener with a backlog of one that never accepts: once one connection fills its
-    // queue, the kernel drops further SYNs, so the proxy's connect hangs until its timeout.
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .expect("addr")
-                .into(),
-        )
-        .expect("bind");
-    socket.listen(0).expect("listen");
-    let addr = socket
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet");
-    let _fill: Vec<_> = (0..2)
-        .filter_map(|_| {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
-        })
-        .collect();
+    let (_held, addr) = remora_integration::peers::unaccepting_listener();
     let remora = Remora::start(&one_cluster(
         &format!("{{ address: \"{addr}\" }}"),
         ", connectTimeout: 0.3s",
@@ -116,7 +94,7 @@ fn an_endpoint_that_never_completes_the_handshake_gives_503_connect_timeout() {
         ),
         1.0
     );
-    drop(socket);
+    drop(_held);
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! gRPC conditions and deadlines, active health checks with panic mode, hedging, and state
 //! kept across a reload.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,10 +46,6 @@ fn ok_count(replies: &[Result<Reply, String>]) -> usize {
         .iter()
         .filter(|r| r.as_ref().is_ok_and(|r| r.status == 200))
         .count()
-}
-
-fn addr_of(f: &Faulty) -> SocketAddr {
-    f.addr
 }
 
 #[test]
@@ -247,23 +242,7 @@ fn requests_over_max_requests_fail_fast_with_overflow_and_none_hang() {
 
 #[test]
 fn max_pending_requests_bounds_connects_in_progress() {
-    // A listener with a backlog of one that never accepts: once its queue is full, connects
-    // to it hang until the proxy's connect timeout.
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    socket.bind(&any.into()).expect("bind");
-    socket.listen(0).expect("listen");
-    let addr = socket
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet");
-    let _fill: Vec<_> = (0..2)
-        .filter_map(|_| {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
-        })
-        .collect();
+    let (_held, addr) = remora_integration::peers::unaccepting_listener();
     let placeholder = Faulty::start("placeholder", Fault::Ok);
     let yaml = config(
         &[&placeholder],
@@ -508,10 +487,10 @@ fn health_checks_take_failing_endpoints_out_and_all_failing_means_panic_mode() {
         "    healthCheck: { tcp: true, interval: 0.1s, unhealthyThreshold: 1 }",
     )
     .replace(
-        &format!("{{ address: \"{}\" }}", addr_of(&b)),
+        &format!("{{ address: \"{}\" }}", b.addr),
         &format!(
             "{{ address: \"{}\" }}, {{ address: \"{closed_addr}\" }}",
-            addr_of(&b)
+            b.addr
         ),
     );
     let remora = Remora::start(&yaml);

@@ -63,6 +63,15 @@ fn of_trace<'a>(spans: &'a [Value], trace: &str) -> Vec<&'a Value> {
     spans.iter().filter(|s| s["trace_id"] == trace).collect()
 }
 
+/// A GET of `url` with these headers.
+fn get_with(url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new())).expect("request")
+}
+
 fn echo_header(r: &Reply, name: &str) -> String {
     let v: Value = serde_json::from_slice(&r.body).expect("echo json");
     v["headers"][name].as_str().unwrap_or_default().to_owned()
@@ -150,12 +159,14 @@ fn a_b3_only_caller_joins_and_an_unsampled_trace_is_still_propagated() {
     );
     let c = chain(&collector.addr());
     let url = c.a.url("l");
-    let b3 = Request::get(&url)
-        .header("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124")
-        .header("x-b3-spanid", "a2fb4a1d1a96d312")
-        .header("x-b3-sampled", "1")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
+    let b3 = get_with(
+        &url,
+        &[
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "1"),
+        ],
+    );
     let replies = send_all(vec![b3], 1, false);
     assert_eq!(replies[0].as_ref().expect("reply").status, 200);
     let spans = wait_spans(&file, 2, "two spans");
@@ -167,10 +178,10 @@ fn a_b3_only_caller_joins_and_an_unsampled_trace_is_still_propagated() {
         .expect("a");
     assert_eq!(a["parent_span_id"], "a2fb4a1d1a96d312");
     // A single-header b3 caller joins too.
-    let single = Request::get(&url)
-        .header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
+    let single = get_with(
+        &url,
+        &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+    );
     send_all(vec![single], 1, false);
     let spans = wait_spans(&file, 4, "four spans");
     assert_eq!(
@@ -178,13 +189,13 @@ fn a_b3_only_caller_joins_and_an_unsampled_trace_is_still_propagated() {
         2
     );
     // A caller that decided not to sample: no spans, but the decision travels on.
-    let unsampled = Request::get(&url)
-        .header(
+    let unsampled = get_with(
+        &url,
+        &[(
             "traceparent",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
-        )
-        .body(Full::new(Bytes::new()))
-        .expect("request");
+        )],
+    );
     let replies = send_all(vec![unsampled], 1, false);
     let tp = echo_header(replies[0].as_ref().expect("reply"), "traceparent");
     assert!(
@@ -193,10 +204,10 @@ fn a_b3_only_caller_joins_and_an_unsampled_trace_is_still_propagated() {
     );
     // Spans are exported in order: once a later sampled request's spans are in, any span
     // of the unsampled one would be too.
-    let later = Request::get(&url)
-        .header("b3", "11111111111111111111111111111111-2222222222222222-1")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
+    let later = get_with(
+        &url,
+        &[("b3", "11111111111111111111111111111111-2222222222222222-1")],
+    );
     send_all(vec![later], 1, false);
     let all = eventually("the later trace", Duration::from_secs(20), || {
         let s = read_spans(&file);
@@ -327,14 +338,16 @@ fn access_log_lines_parse_as_json_and_carry_the_trace_id() {
         ),
     );
     let remora = Remora::start(&yaml);
-    let req = Request::get(format!("{}/bytes/1000", remora.url("l")))
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .header("x-request-id", "req-42")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
+    let req = get_with(
+        &format!("{}/bytes/1000", remora.url("l")),
+        &[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("x-request-id", "req-42"),
+        ],
+    );
     let replies = send_all(vec![req], 1, false);
     assert_eq!(replies[0].as_ref().expect("reply").body.len(), 1000);
     let line: Value = eventually("an access-log line", Duration::from_secs(10), || {
@@ -405,7 +418,6 @@ fn tap_streams_matching_live_requests_when_enabled() {
     while !watcher.is_finished() && Instant::now() < deadline {
         send_all(gets(&format!("{url}/other"), 1), 1, false);
         send_all(gets(&format!("{url}/tapped/x"), 1), 1, false);
-        std::thread::sleep(Duration::from_millis(20));
     }
     let (out, _, ok) = watcher.join().expect("tap thread");
     assert!(ok, "{out}");
@@ -501,13 +513,13 @@ fn a_route_can_force_sampling_and_connections_are_counted_closed() {
         &[app.addr.to_string()],
         ", forceTrace: true",
     ));
-    let req = Request::get(remora.url("l"))
-        .header(
+    let req = get_with(
+        &remora.url("l"),
+        &[(
             "traceparent",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
-        )
-        .body(Full::new(Bytes::new()))
-        .expect("request");
+        )],
+    );
     let replies = send_all(vec![req], 1, false);
     let tp = echo_header(replies[0].as_ref().expect("reply"), "traceparent");
     assert!(

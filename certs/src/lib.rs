@@ -4,6 +4,7 @@
 //! written with 0600 permissions.
 
 pub mod ca;
+pub mod csr;
 pub mod inspect;
 pub mod spiffe;
 pub mod ttl;

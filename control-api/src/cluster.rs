@@ -28,12 +28,15 @@ pub struct Cluster {
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: u32,
     pub resilience: ClusterResilience,
+    pub tls: Option<crate::tls::ClusterTls>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub address: SocketAddr,
     pub weight: u32,
+    /// The SPIFFE id the endpoint must present (cluster `tls.mode` MESH).
+    pub identity: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,9 +92,19 @@ pub(crate) fn validate(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<Clus
                     format!("duplicate endpoint {address}"),
                 );
             }
+            let identity = if e.identity.is_empty() {
+                None
+            } else {
+                errs.check(
+                    format!("endpoints[{i}].identity"),
+                    crate::tls::spiffe_id(&e.identity),
+                )
+                .map(|()| Arc::from(e.identity.as_str()))
+            };
             endpoints.push(Endpoint {
                 address,
                 weight: weight.clamp(1, MAX_ENDPOINT_WEIGHT),
+                identity,
             });
         }
     }
@@ -122,6 +135,7 @@ pub(crate) fn validate(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<Clus
         errs.push("maxIdlePerEndpoint", "must be at most 10000");
     }
     let resilience = resilience::cluster(c, errs);
+    let tls = c.tls.as_ref().and_then(|t| crate::tls::cluster(t, errs));
     if !name_ok {
         return None;
     }
@@ -134,6 +148,7 @@ pub(crate) fn validate(c: &proto::Cluster, errs: &mut Errors<'_>) -> Option<Clus
         idle_timeout: idle_timeout?,
         max_idle_per_endpoint: max_idle,
         resilience: resilience?,
+        tls,
     })
 }
 

@@ -26,6 +26,7 @@ pub struct Config {
     pub tracing: Option<Tracing>,
     /// `admin.tap`: serve `/tap`.
     pub tap: bool,
+    pub identity: Option<crate::tls::Identity>,
 }
 
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.01;
@@ -111,6 +112,10 @@ pub fn validate(c: &proto::Config) -> Result<Config, InvalidConfig> {
         util::duration(c.drain_timeout.as_ref(), DEFAULT_DRAIN_TIMEOUT),
     );
     let tracing = c.tracing.as_ref().and_then(|t| tracing(t, &mut top));
+    let identity = c
+        .identity
+        .as_ref()
+        .and_then(|i| crate::tls::identity(i, &mut top));
 
     let listeners = each(
         &c.listeners,
@@ -146,6 +151,7 @@ pub fn validate(c: &proto::Config) -> Result<Config, InvalidConfig> {
             clusters,
             tracing,
             tap: c.admin.as_ref().is_some_and(|a| a.tap),
+            identity,
         }),
         _ => Err(InvalidConfig { errors: sink }),
     }
@@ -185,8 +191,17 @@ fn check_references(c: &proto::Config, sink: &mut Vec<ValidationError>) {
     let cluster_names: HashSet<&str> = c.clusters.iter().map(|c| c.name.as_str()).collect();
     let table_names: HashSet<&str> = c.route_tables.iter().map(|t| t.name.as_str()).collect();
     let mut addresses: HashMap<SocketAddr, &str> = HashMap::new();
+    let mesh_tls = |mode: i32| {
+        mode == proto::TlsMode::Strict as i32 || mode == proto::TlsMode::Permissive as i32
+    };
     for l in &c.listeners {
         let mut errs = Errors::new(format!("listener {:?}", l.name), sink);
+        if c.identity.is_none() && l.tls.as_ref().is_some_and(|t| mesh_tls(t.mode)) {
+            errs.push(
+                "tls.mode",
+                "mesh mTLS needs the proxy's identity: set top-level `identity` (files or controlPlane)",
+            );
+        }
         if !l.route_table.is_empty() && !table_names.contains(l.route_table.as_str()) {
             errs.push(
                 "routeTable",
@@ -206,6 +221,19 @@ fn check_references(c: &proto::Config, sink: &mut Vec<ValidationError>) {
             errs.push(
                 "address",
                 format!("{address} is already used by listener {other:?}"),
+            );
+        }
+    }
+    for cl in &c.clusters {
+        if c.identity.is_none()
+            && cl
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode == proto::ClusterTlsMode::Mesh as i32)
+        {
+            Errors::new(format!("cluster {:?}", cl.name), sink).push(
+                "tls.mode",
+                "MESH needs the proxy's identity: set top-level `identity` (files or controlPlane)",
             );
         }
     }

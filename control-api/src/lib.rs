@@ -5,6 +5,7 @@
 //! [`config::validate`] turns it into a [`config::Config`] or an [`InvalidConfig`] listing
 //! every problem found.
 
+pub mod authz;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod load;
 pub mod proto;
 pub mod resilience;
 pub mod route;
+pub mod tls;
 mod util;
 
 pub use config::{Config, validate};

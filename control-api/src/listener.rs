@@ -47,23 +47,10 @@ pub struct Listener {
     pub idle_timeout: Duration,
     pub access_log: Option<AccessLog>,
     pub tls: Option<ListenerTls>,
+    pub authorization: Option<crate::authz::Authorization>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    Strict,
-    Permissive,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerTls {
-    pub mode: TlsMode,
-    pub cert_file: String,
-    pub key_file: String,
-    pub bundle_file: String,
-    pub trust_domain: String,
-    pub forward_peer_identity: bool,
-}
+pub use crate::tls::{ListenerTls, ServerCertificate, TlsMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessLogFormat {
@@ -148,47 +135,11 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
             path: a.path.clone(),
         })
     });
-    let tls = l.tls.as_ref().and_then(|t| {
-        let mode = match proto::TlsMode::try_from(t.mode) {
-            Ok(proto::TlsMode::Unspecified | proto::TlsMode::Disabled) => return None,
-            Ok(proto::TlsMode::Strict) => TlsMode::Strict,
-            Ok(proto::TlsMode::Permissive) => TlsMode::Permissive,
-            Err(_) => {
-                errs.push(
-                    "tls.mode",
-                    format!(
-                        "unknown value {} (use STRICT, PERMISSIVE or DISABLED)",
-                        t.mode
-                    ),
-                );
-                return None;
-            }
-        };
-        if l.protocol != proto::ListenerProtocol::Http as i32 {
-            errs.push(
-                "tls",
-                "mutual TLS is served on HTTP listeners; set protocol: HTTP",
-            );
-        }
-        for (field, v) in [
-            ("tls.certFile", &t.cert_file),
-            ("tls.keyFile", &t.key_file),
-            ("tls.bundleFile", &t.bundle_file),
-            ("tls.trustDomain", &t.trust_domain),
-        ] {
-            if v.is_empty() {
-                errs.push(field, "required when tls.mode is STRICT or PERMISSIVE");
-            }
-        }
-        Some(ListenerTls {
-            mode,
-            cert_file: t.cert_file.clone(),
-            key_file: t.key_file.clone(),
-            bundle_file: t.bundle_file.clone(),
-            trust_domain: t.trust_domain.clone(),
-            forward_peer_identity: t.forward_peer_identity,
-        })
-    });
+    let tls = l.tls.as_ref().and_then(|t| crate::tls::listener(t, errs));
+    let authorization = l
+        .authorization
+        .as_ref()
+        .and_then(|a| crate::authz::validate(a, errs));
     let route_table = (!l.route_table.is_empty()).then(|| Arc::<str>::from(l.route_table.as_str()));
     let cluster = (!l.cluster.is_empty()).then(|| Arc::<str>::from(l.cluster.as_str()));
     if let Some(p) = protocol {
@@ -226,5 +177,6 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
         idle_timeout: idle_timeout?,
         access_log,
         tls,
+        authorization,
     })
 }

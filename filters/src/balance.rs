@@ -159,6 +159,7 @@ mod tests {
             .map(|(i, w)| Endpoint {
                 address: std::net::SocketAddr::from(([10, 0, 0, i as u8 + 1], 80)),
                 weight: *w,
+                identity: None,
             })
             .collect();
         // Equal estimates as of one instant: costs tie exactly.

@@ -1,6 +1,7 @@
 //! Remora's policy, free of sockets and runtime wiring: what to do with a request, not how to
 //! move its bytes.
 //!
+//! - [`authz`]: inbound authorization decisions.
 //! - [`router`]: virtual host by authority, then the first route whose match holds.
 //! - [`split`]: weighted choice among a route's clusters.
 //! - [`balance`]: endpoint choice within a cluster (P2C over peak-EWMA, round robin, random,
@@ -10,6 +11,7 @@
 //!   [`breaker`] (concurrency thresholds), [`outlier`] (ejection), [`health`] (active
 //!   checks), [`latency`] (the quantile estimate behind hedging).
 
+pub mod authz;
 pub mod balance;
 pub mod breaker;
 pub mod budget;

@@ -73,6 +73,7 @@ fn bench_balancer(c: &mut Criterion) {
                     .parse()
                     .expect("addr"),
                 weight: 1 + (i % 3) as u32,
+                identity: None,
             })
             .collect();
         let loads: Vec<E> = (0..n).map(|_| E(EndpointLoad::default())).collect();
@@ -121,6 +122,7 @@ fn bench_snapshot_compile(c: &mut Criterion) {
                 "v".into(),
                 &registry,
                 &metrics,
+                &Default::default(),
             );
             registry.commit(staged);
             black_box(snap.clusters.len())
@@ -219,6 +221,7 @@ fn bench_resilience(c: &mut Criterion) {
         .map(|i| Endpoint {
             address: format!("10.0.0.{}:80", i + 1).parse().expect("addr"),
             weight: 1,
+            identity: None,
         })
         .collect();
     let loads: Vec<E> = (0..10).map(|_| E(EndpointLoad::default())).collect();

@@ -66,6 +66,11 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Body> {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: shutting down, draining connections\n",
                 )
+            } else if proxy.ready.load(Ordering::Acquire) && proxy.mesh_identity.waiting() {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: waiting for the mesh certificate (see the log: identity files or the control plane's CA)\n",
+                )
             } else if proxy.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "ready\n")
             } else {
@@ -79,6 +84,7 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Body> {
         "/metrics" => {
             let mut text = proxy.metrics.encode();
             endpoint_metrics(proxy, &mut text);
+            crate::identity::write_metrics(&proxy.mesh_identity, &mut text);
             let mut rsp = Response::new(Full::new(Bytes::from(text)).boxed());
             rsp.headers_mut().insert(
                 header::CONTENT_TYPE,

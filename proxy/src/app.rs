@@ -32,6 +32,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .identity
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = options.identity.clone();
+    if let Some(control) = &options.control {
+        let _ = proxy.control_options.set(control.clone());
+    }
     let sources = Arc::new(Sources::new(proxy.clone(), options.control.is_some()));
 
     let mut file_text = None;

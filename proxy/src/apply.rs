@@ -23,6 +23,10 @@ pub enum ApplyError {
     Bind(#[from] BindError),
     #[error("listener {listener:?}: {message}")]
     Tls { listener: String, message: String },
+    #[error("cluster {cluster:?}: {message}")]
+    ClusterTls { cluster: String, message: String },
+    #[error("config: {0}")]
+    Identity(String),
 }
 
 /// Validates, compiles and swaps in a configuration.
@@ -36,12 +40,35 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
     };
     let current_admin = proxy.snapshot.load().admin;
     let tracing_config = config.tracing.clone();
+    let identity = proxy
+        .mesh_identity
+        .prepare(config.identity.as_ref())
+        .map_err(ApplyError::Identity)?;
+    if matches!(identity, crate::identity::Prepared::ControlPlane(_))
+        && proxy.control_options.get().is_none()
+    {
+        return Err(ApplyError::Identity(
+            "identity.controlPlane: needs a control plane; run with --control URL or use identity.files".into(),
+        ));
+    }
+    let mut upstream_tls = std::collections::HashMap::new();
+    for c in &config.clusters {
+        if let Some(t) = &c.tls {
+            let compiled = crate::tls::client::UpstreamTls::compile(t, &proxy.mesh_identity)
+                .map_err(|message| ApplyError::ClusterTls {
+                    cluster: c.name.to_string(),
+                    message,
+                })?;
+            upstream_tls.insert(c.name.clone(), compiled);
+        }
+    }
     let (mut snapshot, staged) = Snapshot::compile(
         config,
         source,
         version.clone(),
         &proxy.registry,
         &proxy.metrics,
+        &upstream_tls,
     );
     if proxy.ready.load(Ordering::Acquire) && snapshot.admin != current_admin {
         tracing::warn!(running = %current_admin, configured = %snapshot.admin, "admin address changes take effect on restart");
@@ -52,11 +79,12 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
         .unwrap_or_else(PoisonError::into_inner);
     for (name, l) in &snapshot.listeners {
         if let Some(settings) = &l.listener.tls {
-            let server =
-                crate::tls::TlsServer::load(settings).map_err(|message| ApplyError::Tls {
+            let server = crate::tls::server::TlsServer::load(settings).map_err(|message| {
+                ApplyError::Tls {
                     listener: name.to_string(),
                     message,
-                })?;
+                }
+            })?;
             snapshot.tls.insert(name.clone(), Arc::new(server));
         }
     }
@@ -75,6 +103,7 @@ pub fn apply(proxy: &Arc<Proxy>, source: proto::Config) -> Result<String, ApplyE
     proxy
         .access_logs
         .retain(&paths.iter().map(String::as_str).collect::<Vec<_>>());
+    proxy.mesh_identity.commit(identity, proxy);
     proxy.snapshot.store(Arc::new(snapshot));
     proxy.registry.commit(staged);
     listeners.commit(plan, proxy);

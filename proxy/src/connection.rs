@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use remora_control_api::listener::Protocol;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +17,7 @@ use crate::http::server::{self, HttpVersion};
 use crate::io::PrefixedIo;
 use crate::metrics::ListenerLabels;
 use crate::state::Proxy;
+use crate::tls::server::Inbound;
 
 /// `REMORA_H1_FAST_PATH=0` serves every HTTP/1.1 connection with hyper (a diagnostic switch,
 /// for side-by-side measurement of the fast path).
@@ -40,7 +42,6 @@ pub async fn serve(
     let drain_timeout = snapshot.drain_timeout;
     let tls = snapshot.tls.get(&listener).cloned();
     drop(snapshot);
-    let mut plaintext_on_mtls = None;
     let labels = ListenerLabels {
         direction: target.listener.direction.as_str(),
         listener: target.label.clone(),
@@ -64,35 +65,42 @@ pub async fn serve(
     let _closed = scopeguard(move || {
         closed.inc();
     });
+    let mut info = ConnInfo::new(listener.clone(), client, target.listener.idle_timeout);
     if let Some(tls) = tls {
         // Boxed: the handshake's state would otherwise size every connection's task.
-        match Box::pin(crate::tls::accept(&tls, stream, &listener, &proxy.metrics)).await {
-            crate::tls::Inbound::Tls(accepted) => {
-                let mut info =
-                    ConnInfo::new(listener.clone(), client, target.listener.idle_timeout);
-                info.peer_identity = Some(Arc::from(accepted.identity.as_str()));
-                info.mtls = Some(tls.settings.forward_peer_identity);
-                let version = if accepted.http2 {
-                    HttpVersion::Http2
-                } else {
-                    HttpVersion::Http1
-                };
-                Box::pin(server::serve(
-                    accepted.stream,
-                    version,
-                    proxy.clone(),
-                    Arc::new(info),
+        let accepted = Box::pin(crate::tls::server::accept(
+            &tls,
+            &proxy.mesh_identity,
+            stream,
+            &listener,
+            &proxy.metrics,
+        ))
+        .await;
+        match accepted {
+            Inbound::Tls(accepted) => {
+                info.peer_identity = accepted.identity.as_deref().map(Arc::from);
+                if tls.settings.mode.is_mesh() {
+                    info.mtls = Some(tls.settings.forward_peer_identity);
+                }
+                let decrypted = Decrypted {
+                    proxy: proxy.clone(),
+                    target,
+                    labels,
                     drain,
-                ))
-                .await;
+                    drain_timeout,
+                };
+                let conn = Arc::new(info);
+                Box::pin(decrypted.serve(accepted.stream, accepted.protocol, conn)).await;
                 active.dec();
                 return;
             }
-            crate::tls::Inbound::Plaintext(s) => {
+            Inbound::Plaintext(s) => {
+                // A plaintext client on a permissive mTLS listener has no identity; any it
+                // claims in a header is removed.
                 stream = s;
-                plaintext_on_mtls = Some(tls.settings.forward_peer_identity);
+                info.mtls = Some(tls.settings.forward_peer_identity);
             }
-            crate::tls::Inbound::Refused => {
+            Inbound::Refused => {
                 active.dec();
                 return;
             }
@@ -122,10 +130,6 @@ pub async fn serve(
         active.dec();
         return;
     }
-    let mut info = ConnInfo::new(listener.clone(), client, target.listener.idle_timeout);
-    // A plaintext client on a permissive mTLS listener has no identity; any it claims in a
-    // header is removed.
-    info.mtls = plaintext_on_mtls;
     let conn = Arc::new(info);
     if matches!(detected, Ok(Detected::Http1)) && *H1_FAST_PATH {
         // Boxed here (and below): the task's size is the future's, for the whole life of the
@@ -164,6 +168,7 @@ pub async fn serve(
             .await;
         }
         Ok(Detected::Opaque) => match target.cluster.clone() {
+            Some(_) if !tcp_allowed(&proxy, &target, &conn) => {}
             Some(cluster) => {
                 let bytes = proxy.metrics.tcp_bytes.get_or_create(&labels).clone();
                 Box::pin(crate::tcp::relay(
@@ -183,6 +188,110 @@ pub async fn serve(
         Err(e) => tracing::debug!(error = %e, "connection failed during protocol detection"),
     }
     active.dec();
+}
+
+/// A TLS connection after its handshake: served as HTTP in the protocol ALPN chose, else
+/// as the listener's protocol says (detected on the decrypted bytes for AUTO).
+struct Decrypted {
+    proxy: Arc<Proxy>,
+    target: Arc<crate::snapshot::ListenerTarget>,
+    labels: ListenerLabels,
+    drain: CancellationToken,
+    drain_timeout: Duration,
+}
+
+impl Decrypted {
+    async fn serve<I>(self, mut io: I, alpn: Option<HttpVersion>, conn: Arc<ConnInfo>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let protocol = self.target.listener.protocol;
+        let detected = match (protocol, alpn) {
+            (Protocol::Tcp, _) => Ok(Detected::Opaque),
+            (_, Some(HttpVersion::Http2)) => Ok(Detected::Http2),
+            (_, Some(HttpVersion::Http1)) => Ok(Detected::Http1),
+            (Protocol::Http, None) => {
+                let mut buf = BytesMut::new();
+                let d =
+                    tokio::time::timeout(HTTP_FIRST_BYTES_TIMEOUT, detect(&mut io, &mut buf, None))
+                        .await
+                        .unwrap_or(Ok(Detected::Closed));
+                return self.proxy_or_relay(PrefixedIo::new(buf, io), d, conn).await;
+            }
+            (Protocol::Auto, None) => {
+                let mut buf = BytesMut::new();
+                let d = detect(&mut io, &mut buf, Some(self.target.listener.detect_timeout)).await;
+                return self.proxy_or_relay(PrefixedIo::new(buf, io), d, conn).await;
+            }
+        };
+        self.proxy_or_relay(PrefixedIo::new(BytesMut::new(), io), detected, conn)
+            .await;
+    }
+
+    async fn proxy_or_relay<I>(
+        self,
+        io: I,
+        detected: std::io::Result<Detected>,
+        conn: Arc<ConnInfo>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let version = match detected {
+            Ok(Detected::Http1) => HttpVersion::Http1,
+            Ok(Detected::Http2) => HttpVersion::Http2,
+            Ok(Detected::Opaque) => {
+                let Some(cluster) = self.target.cluster.clone() else {
+                    tracing::debug!(listener = %conn.listener, "non-HTTP bytes on an HTTP-only listener; closing");
+                    return;
+                };
+                if !tcp_allowed(&self.proxy, &self.target, &conn) {
+                    return;
+                }
+                let bytes = self
+                    .proxy
+                    .metrics
+                    .tcp_bytes
+                    .get_or_create(&self.labels)
+                    .clone();
+                Box::pin(crate::tcp::relay(
+                    io,
+                    cluster,
+                    conn.client,
+                    bytes,
+                    self.drain,
+                    self.drain_timeout,
+                    self.target.listener.idle_timeout,
+                ))
+                .await;
+                return;
+            }
+            Ok(Detected::Closed) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection failed during protocol detection");
+                return;
+            }
+        };
+        Box::pin(server::serve(io, version, self.proxy, conn, self.drain)).await;
+    }
+}
+
+/// Authorization for an opaque TCP connection (identity and source network only): a
+/// denied connection is closed at once.
+fn tcp_allowed(proxy: &Proxy, target: &crate::snapshot::ListenerTarget, conn: &ConnInfo) -> bool {
+    let Some(authz) = &target.listener.authorization else {
+        return true;
+    };
+    let caller = remora_filters::authz::Caller {
+        identity: conn.peer_identity.as_deref(),
+        source: conn.client.ip(),
+        path: None,
+        method: None,
+    };
+    let allowed = crate::http::authz::record(proxy, authz, &target.label, &caller);
+    if !allowed {
+        tracing::info!(listener = %conn.listener, client = %conn.client, identity = conn.peer_identity.as_deref().unwrap_or("-"), "TCP connection denied by authorization policy; closing");
+    }
+    allowed
 }
 
 /// Runs `f` when dropped (however the connection's task ends).

@@ -1,5 +1,6 @@
 //! HTTP proxying: serving downstream connections, routing each request, and forwarding it.
 
+pub mod authz;
 pub mod body;
 pub mod error;
 pub mod forward;

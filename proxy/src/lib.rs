@@ -20,6 +20,7 @@ pub mod connection;
 pub mod control;
 pub mod detect;
 pub mod http;
+pub mod identity;
 pub mod io;
 pub mod listeners;
 pub mod logging;

@@ -54,6 +54,19 @@ pub struct TlsLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct IdentityLabels {
+    pub source: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AuthzLabels {
+    pub listener: Name,
+    pub policy: Name,
+    pub decision: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub direction: &'static str,
     pub listener: Name,
@@ -141,6 +154,9 @@ pub struct Metrics {
     pub trace_spans: Family<ResultLabels, Counter>,
     pub access_log_lines: Family<ResultLabels, Counter>,
     pub tls_handshakes: Family<TlsLabels, Counter>,
+    pub upstream_tls_handshakes: Family<ClusterReasonLabels, Counter>,
+    pub identity_updates: Family<IdentityLabels, Counter>,
+    pub authz_decisions: Family<AuthzLabels, Counter>,
     pub request_bytes: Family<BytesLabels, Counter>,
     pub response_bytes: Family<BytesLabels, Counter>,
 }
@@ -332,12 +348,33 @@ impl Metrics {
         let tls_handshakes = Family::default();
         registry.register(
             "tls_handshakes",
-            "Inbound connections on mTLS listeners by result: ok, failed, timeout, plaintext (permissive), refused-plaintext, wrong-trust-domain, no-spiffe-id, no-client-certificate",
+            "Inbound TLS handshakes by listener and result: ok, plaintext (permissive), refused-plaintext, no-client-certificate, expired, unknown-issuer, wrong-trust-domain, no-spiffe-id, no-identity, timeout, failed, ...",
             tls_handshakes.clone(),
+        );
+        let upstream_tls_handshakes = Family::default();
+        registry.register(
+            "upstream_tls_handshakes",
+            "TLS handshakes with upstream endpoints by result (`reason`): ok, expired, unknown-issuer, wrong-trust-domain, wrong-identity, no-spiffe-id, peer-refused-certificate, timeout, failed, ...",
+            upstream_tls_handshakes.clone(),
+        );
+        let identity_updates = Family::default();
+        registry.register(
+            "identity_updates",
+            "Mesh certificates loaded (result ok) or refused (error), by source: files, control-plane",
+            identity_updates.clone(),
+        );
+        let authz_decisions = Family::default();
+        registry.register(
+            "authz_decisions",
+            "Inbound authorization decisions by listener, policy (or default-deny) and decision: allow, deny, would-deny (dry run)",
+            authz_decisions.clone(),
         );
         Self {
             registry,
             tls_handshakes,
+            upstream_tls_handshakes,
+            identity_updates,
+            authz_decisions,
             request_bytes,
             response_bytes,
             access_log_lines,

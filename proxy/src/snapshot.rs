@@ -14,6 +14,7 @@ use remora_filters::latency::LatencyEstimate;
 use remora_filters::router::Router;
 
 use crate::metrics::{Metrics, Name};
+use crate::tls::client::UpstreamTls;
 use crate::upstream::{ClusterState, EndpointState, Registry, Staged, UpstreamMetrics};
 
 #[derive(Debug)]
@@ -36,7 +37,7 @@ pub struct Snapshot {
     /// `admin.tap`.
     pub tap_enabled: bool,
     /// Listeners with mutual TLS, loaded by [`crate::apply`].
-    pub tls: HashMap<Arc<str>, Arc<crate::tls::TlsServer>>,
+    pub tls: HashMap<Arc<str>, Arc<crate::tls::server::TlsServer>>,
 }
 
 #[derive(Debug)]
@@ -57,6 +58,8 @@ pub struct ClusterTarget {
     pub metrics: UpstreamMetrics,
     /// Retry budget, breaker counters and ejection count (kept across swaps).
     pub state: Arc<ClusterState>,
+    /// TLS to the endpoints (None: plaintext).
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Snapshot {
@@ -86,6 +89,7 @@ impl Snapshot {
         version: String,
         registry: &Registry,
         metrics: &Metrics,
+        upstream_tls: &HashMap<Arc<str>, UpstreamTls>,
     ) -> (Self, Staged) {
         let mut staged = Staged::default();
         let mut clusters = HashMap::with_capacity(config.clusters.len());
@@ -93,7 +97,18 @@ impl Snapshot {
             let endpoints = c
                 .endpoints
                 .iter()
-                .map(|e| registry.stage(&mut staged, &c.name, e.address))
+                .map(|e| {
+                    let transport = c.tls.as_ref().map_or(0, |t| {
+                        remora_filters::hash::hash64(format!("{t:?}|{:?}", e.identity).as_bytes())
+                    });
+                    registry.stage(
+                        &mut staged,
+                        &c.name,
+                        e.address,
+                        transport,
+                        e.identity.clone(),
+                    )
+                })
                 .collect();
             let hash_key = match &c.lb {
                 LbPolicy::RingHash { key, .. } => Some(key.clone()),
@@ -106,6 +121,7 @@ impl Snapshot {
                 metrics: UpstreamMetrics::new(metrics, &c.name),
                 endpoints,
                 hash_key,
+                tls: upstream_tls.get(&c.name).cloned(),
                 cluster: c,
             };
             clusters.insert(target.cluster.name.clone(), Arc::new(target));

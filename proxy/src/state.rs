@@ -39,6 +39,10 @@ pub struct Proxy {
     pub access_logs: crate::access_log::Sinks,
     /// `/tap` subscribers.
     pub tap: std::sync::Arc<crate::tap::Tap>,
+    /// The mesh certificate and the TLS configurations built from it.
+    pub mesh_identity: std::sync::Arc<crate::identity::IdentityStore>,
+    /// How to reach the control plane (set once at start with `--control`).
+    pub control_options: std::sync::OnceLock<crate::control::ControlOptions>,
 }
 
 impl Proxy {
@@ -57,6 +61,8 @@ impl Proxy {
             tracer: Mutex::new(None),
             access_logs: crate::access_log::Sinks::default(),
             tap: std::sync::Arc::default(),
+            mesh_identity: std::sync::Arc::default(),
+            control_options: std::sync::OnceLock::new(),
         }
     }
 }

@@ -57,7 +57,7 @@ pub async fn relay<I>(
         }
     };
     let timeout = cluster.cluster.connect_timeout;
-    let mut up = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.address)).await {
+    let up = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.address)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             cluster.record_connect(idx, false);
@@ -72,8 +72,44 @@ pub async fn relay<I>(
             return;
         }
     };
-    cluster.record_connect(idx, true);
     let _ = up.set_nodelay(true);
+    let mut up = match &cluster.tls {
+        None => crate::upstream::io::UpstreamIo::Plain(up),
+        Some(tls) => {
+            let handshake = crate::tls::client::connect(
+                tls,
+                endpoint.pool.identity(),
+                up,
+                endpoint.address,
+                crate::tls::client::Alpn::None,
+            );
+            let result = tokio::time::timeout(timeout, handshake)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::tls::client::HandshakeError {
+                        reason: "timeout",
+                        detail: format!("no handshake within {timeout:?}"),
+                    })
+                });
+            match result {
+                Ok(s) => {
+                    cluster
+                        .metrics
+                        .count(cluster.metrics.tls_handshakes(), "ok");
+                    crate::upstream::io::UpstreamIo::Tls(Box::new(s))
+                }
+                Err(e) => {
+                    cluster.record_connect(idx, false);
+                    cluster
+                        .metrics
+                        .count(cluster.metrics.tls_handshakes(), e.reason);
+                    tracing::warn!(endpoint = %endpoint.address, reason = e.reason, error = %e.detail, "upstream TLS handshake failed; closing the TCP connection");
+                    return;
+                }
+            }
+        }
+    };
+    cluster.record_connect(idx, true);
     let _active = cluster.metrics.opened(slot);
     endpoint.load.start();
     let start = Instant::now();

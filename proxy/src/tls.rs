@@ -1,199 +1,150 @@
-//! Mutual TLS on inbound listeners (rustls, aws-lc-rs): TLS 1.3/1.2 with ALPN `h2` and
-//! `http/1.1`, a client certificate required that chains to the mesh bundle and carries a
-//! `spiffe://TRUST_DOMAIN/...` URI SAN. The caller's SPIFFE id is handed to the request path.
-//! In `PERMISSIVE` mode plaintext clients are served too (a TLS ClientHello is recognised by
-//! its first byte), and counted apart.
+//! TLS with rustls on aws-lc-rs: the process's crypto provider, PEM loading, SPIFFE ids in
+//! certificates, and handshake errors named for operators. [`server`] terminates (mesh mTLS
+//! or ingress by SNI), [`client`] originates (mesh mTLS or to external services),
+//! [`verify`] checks mesh peers' certificates.
+
+pub mod client;
+pub mod server;
+pub mod verify;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use remora_control_api::listener::{ListenerTls, TlsMode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-
-use crate::metrics::{Metrics, TlsLabels};
-
-/// How long a client has to complete the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Installs the process's one crypto provider (aws-lc-rs); later calls are no-ops.
 pub fn install_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// A listener's compiled TLS settings.
-#[derive(Clone)]
-pub struct TlsServer {
-    pub settings: ListenerTls,
-    acceptor: TlsAcceptor,
+/// The provider handshakes use.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    install_provider();
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
-impl std::fmt::Debug for TlsServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsServer")
-            .field("mode", &self.settings.mode)
-            .finish_non_exhaustive()
+/// The ALPN ids the mesh speaks, in preference order.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// PEM certificates (at least one).
+pub(crate) fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate".into());
     }
+    Ok(certs)
 }
 
-fn read(path: &str, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("tls.{what}: cannot read {path:?}: {e}"))
+/// A PEM private key (PKCS#8, SEC1 or PKCS#1).
+pub(crate) fn key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("not a PEM private key: {e}"))
 }
 
-impl TlsServer {
-    /// Loads the certificate, key and bundle files; errors name the field and file.
-    pub fn load(settings: &ListenerTls) -> Result<Self, String> {
-        install_provider();
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&read(&settings.cert_file, "certFile")?)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("tls.certFile: {:?}: {e}", settings.cert_file))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "tls.certFile: {:?} holds no certificate",
-                settings.cert_file
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&read(&settings.key_file, "keyFile")?)
-            .map_err(|e| format!("tls.keyFile: {:?}: {e}", settings.key_file))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&read(&settings.bundle_file, "bundleFile")?) {
-            let c = c.map_err(|e| format!("tls.bundleFile: {:?}: {e}", settings.bundle_file))?;
-            roots
-                .add(c)
-                .map_err(|e| format!("tls.bundleFile: {:?}: {e}", settings.bundle_file))?;
-        }
-        if roots.is_empty() {
-            return Err(format!(
-                "tls.bundleFile: {:?} holds no certificate",
-                settings.bundle_file
-            ));
-        }
-        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-            .build()
-            .map_err(|e| format!("tls.bundleFile: {e}"))?;
-        let mut config = rustls::ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("tls.certFile/keyFile: {e}"))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self {
-            settings: settings.clone(),
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-        })
+/// A root store from PEM (at least one certificate).
+pub(crate) fn roots(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(pem)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
     }
+    Ok(roots)
 }
 
-/// What a TLS handshake gave the connection.
-pub struct Accepted {
-    pub stream: TlsStream<TcpStream>,
-    pub http2: bool,
-    pub identity: String,
+pub(crate) fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))
 }
 
-/// The outcome of the first look at an inbound mTLS connection.
-pub enum Inbound {
-    Tls(Box<Accepted>),
-    /// A plaintext client on a permissive listener.
-    Plaintext(TcpStream),
-    Refused,
+/// Why a certificate's SPIFFE id was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdError {
+    BadCertificate,
+    NoSpiffeId,
+    WrongTrustDomain,
+    /// In the trust domain, but not the id expected of the endpoint.
+    WrongIdentity,
 }
 
-fn count(metrics: &Metrics, listener: &str, result: &'static str) {
-    metrics
-        .tls_handshakes
-        .get_or_create(&TlsLabels {
-            listener: listener.to_owned(),
-            result,
-        })
-        .inc();
+impl IdError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdError::BadCertificate => "bad-certificate",
+            IdError::NoSpiffeId => "no-spiffe-id",
+            IdError::WrongTrustDomain => "wrong-trust-domain",
+            IdError::WrongIdentity => "wrong-identity",
+        }
+    }
 }
 
 /// The SPIFFE id in a certificate's URI SANs, if one is in `trust_domain`.
-fn spiffe_id(cert: &CertificateDer<'_>, trust_domain: &str) -> Result<String, &'static str> {
+pub fn spiffe_id(cert: &[u8], trust_domain: &str) -> Result<String, IdError> {
     let (_, parsed) =
-        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| "bad-certificate")?;
+        x509_parser::parse_x509_certificate(cert).map_err(|_| IdError::BadCertificate)?;
     let san = parsed
         .subject_alternative_name()
         .ok()
         .flatten()
-        .ok_or("no-spiffe-id")?;
-    let prefix = format!("spiffe://{trust_domain}/");
+        .ok_or(IdError::NoSpiffeId)?;
     let mut any = false;
     for name in &san.value.general_names {
-        if let x509_parser::extensions::GeneralName::URI(u) = name {
-            if u.starts_with(&prefix) {
+        if let x509_parser::extensions::GeneralName::URI(u) = name
+            && let Some(rest) = u.strip_prefix("spiffe://")
+        {
+            if rest
+                .strip_prefix(trust_domain)
+                .is_some_and(|p| p.starts_with('/'))
+            {
                 return Ok((*u).to_owned());
             }
-            any |= u.starts_with("spiffe://");
+            any = true;
         }
     }
     Err(if any {
-        "wrong-trust-domain"
+        IdError::WrongTrustDomain
     } else {
-        "no-spiffe-id"
+        IdError::NoSpiffeId
     })
 }
 
-/// Handshakes (or, in permissive mode, lets plaintext through), checks the peer's identity,
-/// and counts the result in `remora_tls_handshakes_total`.
-pub async fn accept(
-    tls: &TlsServer,
-    stream: TcpStream,
-    listener: &str,
-    metrics: &Metrics,
-) -> Inbound {
-    let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await;
-    let is_tls = matches!(peeked, Ok(Ok(1))) && first[0] == 0x16;
-    if !is_tls {
-        if tls.settings.mode == TlsMode::Permissive && matches!(peeked, Ok(Ok(1))) {
-            count(metrics, listener, "plaintext");
-            return Inbound::Plaintext(stream);
+/// A certificate's validity end, as Unix seconds.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
+/// A short, stable name for a failed handshake (a metric label and log field).
+pub fn failure_reason(e: &std::io::Error) -> &'static str {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let Some(e) = e.get_ref().and_then(|e| e.downcast_ref::<E>()) else {
+        return match e.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                "peer-closed"
+            }
+            _ => "failed",
+        };
+    };
+    match e {
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not-yet-valid",
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => "unknown-issuer",
+        E::InvalidCertificate(C::Other(o)) => {
+            o.0.downcast_ref::<verify::PeerError>()
+                .map_or("bad-certificate", |p| p.0.as_str())
         }
-        count(metrics, listener, "refused-plaintext");
-        tracing::info!(%listener, "plaintext client on a STRICT mTLS listener; closing");
-        return Inbound::Refused;
+        E::InvalidCertificate(_) => "bad-certificate",
+        E::NoCertificatesPresented => "no-client-certificate",
+        E::AlertReceived(A::CertificateExpired) => "peer-refused-expired",
+        E::AlertReceived(A::UnknownCA | A::BadCertificate | A::CertificateUnknown) => {
+            "peer-refused-certificate"
+        }
+        E::AlertReceived(A::CertificateRequired) => "peer-requires-client-certificate",
+        E::AlertReceived(_) => "peer-alert",
+        E::NoApplicationProtocol => "no-common-alpn",
+        E::PeerIncompatible(_) => "incompatible",
+        _ => "failed",
     }
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            count(metrics, listener, "failed");
-            tracing::info!(%listener, error = %e, "mTLS handshake failed");
-            return Inbound::Refused;
-        }
-        Err(_) => {
-            count(metrics, listener, "timeout");
-            tracing::info!(%listener, "mTLS handshake timed out");
-            return Inbound::Refused;
-        }
-    };
-    let (_, conn) = stream.get_ref();
-    let http2 = conn.alpn_protocol() == Some(b"h2");
-    let identity = match conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| spiffe_id(c, &tls.settings.trust_domain))
-    {
-        Some(Ok(id)) => id,
-        Some(Err(reason)) => {
-            count(metrics, listener, reason);
-            tracing::info!(%listener, reason, trust_domain = %tls.settings.trust_domain, "client certificate refused");
-            return Inbound::Refused;
-        }
-        None => {
-            count(metrics, listener, "no-client-certificate");
-            return Inbound::Refused;
-        }
-    };
-    count(metrics, listener, "ok");
-    Inbound::Tls(Box::new(Accepted {
-        stream,
-        http2,
-        identity,
-    }))
 }

@@ -3,6 +3,7 @@
 //! retry budget, circuit-breaker counters and ejection count, keyed by cluster.
 
 pub mod h1;
+pub mod io;
 pub mod pool;
 
 use std::collections::HashMap;
@@ -66,6 +67,7 @@ pub struct UpstreamMetrics {
     pub ejections: Family<ClusterReasonLabels, Counter>,
     pub health_checks: Family<ClusterReasonLabels, Counter>,
     pub timeouts: Family<TimeoutLabels, Counter>,
+    tls_handshakes: Family<ClusterReasonLabels, Counter>,
     pub ejected: Gauge,
     pub unhealthy: Gauge,
 }
@@ -99,6 +101,7 @@ impl UpstreamMetrics {
             ejections: metrics.ejections.clone(),
             health_checks: metrics.health_checks.clone(),
             timeouts: metrics.timeouts.clone(),
+            tls_handshakes: metrics.upstream_tls_handshakes.clone(),
             ejected: metrics.endpoints_ejected.get_or_create(&labels).clone(),
             unhealthy: metrics.endpoints_unhealthy.get_or_create(&labels).clone(),
         }
@@ -112,6 +115,11 @@ impl UpstreamMetrics {
                 reason,
             })
             .inc();
+    }
+
+    /// `remora_upstream_tls_handshakes_total`.
+    pub fn tls_handshakes(&self) -> &Family<ClusterReasonLabels, Counter> {
+        &self.tls_handshakes
     }
 
     pub fn opened(&self, slot: Slot) -> ActiveGuard {
@@ -130,9 +138,12 @@ impl UpstreamMetrics {
     }
 }
 
-type Key = (Arc<str>, SocketAddr);
+/// (cluster, address, transport): the transport is 0 for plaintext, else a hash of the
+/// cluster's TLS settings and the endpoint's expected identity, so that a TLS change never
+/// reuses a connection made under the old settings.
+type Key = (Arc<str>, SocketAddr, u64);
 
-/// Endpoint states by (cluster, address). Touched only when a configuration is applied, so
+/// Endpoint states by (cluster, address, transport). Touched only when a configuration is applied, so
 /// a route change keeps every pool and latency estimate of unchanged clusters.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -156,8 +167,10 @@ impl Registry {
         staged: &mut Staged,
         cluster: &Arc<str>,
         address: SocketAddr,
+        transport: u64,
+        identity: Option<Arc<str>>,
     ) -> Arc<EndpointState> {
-        let key = (cluster.clone(), address);
+        let key = (cluster.clone(), address, transport);
         if let Some(s) = staged.endpoints.get(&key) {
             return s.clone();
         }
@@ -173,7 +186,7 @@ impl Registry {
                 load: EndpointLoad::default(),
                 outlier: EndpointOutlier::default(),
                 health: EndpointHealth::default(),
-                pool: Arc::new(Pool::new(address)),
+                pool: Arc::new(Pool::new(address, identity)),
             })
         });
         staged.endpoints.insert(key, state.clone());
@@ -221,7 +234,7 @@ impl Registry {
                 .unwrap_or_else(PoisonError::into_inner),
             staged.endpoints.clone(),
         );
-        for ((cluster, _), state) in old
+        for ((cluster, _, _), state) in old
             .into_iter()
             .filter(|(k, _)| !staged.endpoints.contains_key(k))
         {
@@ -245,7 +258,7 @@ impl Registry {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        for ((cluster, _), state) in endpoints {
+        for ((cluster, _, _), state) in endpoints {
             if let Some(t) = idle_timeout_of(&cluster) {
                 state.pool.evict_idle(now, t);
             }

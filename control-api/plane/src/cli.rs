@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// DNS server for services with `dns` (default: the nameservers of /etc/resolv.conf).
     #[arg(long, env = "REMORA_DNS_SERVER")]
     pub dns_server: Option<SocketAddr>,
+    /// Mesh CA directory (`remora-certs ca init`): sign proxies' certificate requests when
+    /// the mesh has `mtls`.
+    #[arg(long, env = "REMORA_CA")]
+    pub ca: Option<PathBuf>,
+    /// Lifetime of the certificates issued to proxies (they renew at 70%).
+    #[arg(long, default_value = "24h", value_parser = remora_certs::ttl::parse, env = "REMORA_CERT_TTL")]
+    pub cert_ttl: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]

@@ -203,6 +203,7 @@ async fn resolve_loop(
                     .map(|ip| Endpoint {
                         address: SocketAddr::new(ip, *port).to_string(),
                         weight: None,
+                        identity: String::new(),
                     })
                     .collect();
                 endpoints.sort_by(|a, b| a.address.cmp(&b.address));

@@ -8,8 +8,8 @@ use prost::Message as _;
 use remora_control_api::proto::mesh::{Service, Sidecar, Upstream};
 use remora_control_api::proto::route::Action;
 use remora_control_api::proto::{
-    Cluster, Config, Direction, Endpoint, Forward, Listener, ListenerProtocol, Route, RouteTable,
-    VirtualHost,
+    Cluster, ClusterTls, ClusterTlsMode, Config, Direction, Endpoint, Forward, Identity, Listener,
+    ListenerProtocol, ListenerTls, Route, RouteTable, TlsMode, VirtualHost, identity,
 };
 
 use crate::model::Model;
@@ -43,19 +43,49 @@ pub fn for_service(model: &Model, service: &str, resolved: &Resolved) -> ProxyCo
     finish(config)
 }
 
+/// The SPIFFE id of `service`'s sidecars under `mtls`.
+pub fn service_identity(service: &Service, trust_domain: &str) -> String {
+    if service.identity.is_empty() {
+        format!("spiffe://{trust_domain}/ns/default/sa/{}", service.name)
+    } else {
+        service.identity.clone()
+    }
+}
+
 fn sidecar_config(model: &Model, sidecar: &Sidecar, resolved: &Resolved) -> Config {
     let mut config = Config::default();
     let mut clusters: BTreeSet<String> = BTreeSet::new();
+    let mtls = model.mtls.as_ref().map(|e| &e.value);
+    if let Some(m) = mtls {
+        config.identity = Some(Identity {
+            trust_domain: m.trust_domain.clone(),
+            source: Some(identity::Source::ControlPlane(true)),
+            expiry_warning: None,
+        });
+    }
     if let Some(inbound) = &sidecar.inbound {
         let protocol = protocol_or(inbound.protocol, ListenerProtocol::Auto);
-        config.listeners.push(listener(
+        let mut l = listener(
             INBOUND_LISTENER,
             &inbound.address,
             Direction::Inbound,
             protocol,
             INBOUND_ROUTE_TABLE,
             INBOUND_CLUSTER,
-        ));
+        );
+        l.authorization.clone_from(&inbound.authorization);
+        if let Some(m) = mtls {
+            l.tls = Some(ListenerTls {
+                mode: if m.mode == 0 {
+                    TlsMode::Strict as i32
+                } else {
+                    m.mode
+                },
+                forward_peer_identity: inbound.forward_peer_identity,
+                certificates: Vec::new(),
+            });
+        }
+        config.listeners.push(l);
         if protocol != ListenerProtocol::Tcp {
             config.route_tables.push(route_table(
                 INBOUND_ROUTE_TABLE,
@@ -67,6 +97,7 @@ fn sidecar_config(model: &Model, sidecar: &Sidecar, resolved: &Resolved) -> Conf
             endpoints: vec![Endpoint {
                 address: inbound.app.clone(),
                 weight: None,
+                identity: String::new(),
             }],
             ..Cluster::default()
         });
@@ -76,7 +107,18 @@ fn sidecar_config(model: &Model, sidecar: &Sidecar, resolved: &Resolved) -> Conf
     }
     for name in clusters {
         if let Some(entry) = model.services.get(&name) {
-            config.clusters.push(cluster(&entry.value, resolved));
+            let mut c = cluster(&entry.value, resolved);
+            // Services with sidecars are called over mTLS, holding them to their identity.
+            if let Some(m) = mtls
+                && model.sidecars.contains_key(&name)
+            {
+                c.tls = Some(ClusterTls {
+                    mode: ClusterTlsMode::Mesh as i32,
+                    identity: service_identity(&entry.value, &m.trust_domain),
+                    ..ClusterTls::default()
+                });
+            }
+            config.clusters.push(c);
         }
     }
     config.clusters.sort_by(|a, b| a.name.cmp(&b.name));
@@ -155,6 +197,7 @@ fn listener(
         idle_timeout: None,
         access_log: None,
         tls: None,
+        authorization: None,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod client;
 pub mod discovery;
 pub mod dns;
 pub mod generate;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -51,6 +51,8 @@ async fn run_serve(s: remora_control::cli::ServeArgs) -> anyhow::Result<()> {
         api: s.api,
         dns_server: s.dns_server,
         watch: true,
+        ca: s.ca,
+        cert_ttl: s.cert_ttl,
     })
     .await?;
     serve::shutdown_signal().await;

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub push_ack_seconds: Histogram,
     pub nacks: Counter,
     pub model_reloads: Family<ResultLabels, Counter>,
+    pub certificates: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,6 +73,12 @@ impl Metrics {
             "Mesh model loads from the directory, by result (success, failure)",
             model_reloads.clone(),
         );
+        let certificates: Family<ResultLabels, Counter> = Family::default();
+        registry.register(
+            "certificates",
+            "Certificate requests from proxies by result: issued, denied (claim not accepted), invalid (bad CSR), unavailable (no CA or no mtls)",
+            certificates.clone(),
+        );
         // Every series exists from the start, at zero.
         for t in ["config", "endpoints"] {
             let _ = pushes.get_or_create(&TypeLabels { r#type: t });
@@ -86,6 +93,7 @@ impl Metrics {
             push_ack_seconds,
             nacks,
             model_reloads,
+            certificates,
         }
     }
 

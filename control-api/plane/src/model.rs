@@ -101,6 +101,7 @@ pub struct Model {
     pub services: BTreeMap<String, Entry<Service>>,
     pub policies: BTreeMap<String, Entry<Policy>>,
     pub sidecars: BTreeMap<String, Entry<Sidecar>>,
+    pub mtls: Option<Entry<remora_control_api::proto::mesh::MeshTls>>,
 }
 
 /// Lists the model files of `dir`: `*.yaml`, `*.yml`, `*.json`, not hidden, sorted by name.
@@ -199,6 +200,9 @@ pub fn merge_overlay(overlay: &mut Mesh, update: &Mesh) {
         overlay.sidecars.retain(|o| o.service != s.service);
         overlay.sidecars.push(s.clone());
     }
+    if update.mtls.is_some() {
+        overlay.mtls.clone_from(&update.mtls);
+    }
 }
 
 /// Merges documents and the overlay, then validates the result.
@@ -288,6 +292,22 @@ impl Model {
                 errors,
             );
         }
+        if let Some(m) = &doc.mesh.mtls {
+            match &self.mtls {
+                Some(first) => errors.push(ModelError {
+                    file: o.to_owned(),
+                    resource: "mtls".into(),
+                    field: String::new(),
+                    message: format!("defined twice: also in {}", first.origin),
+                }),
+                None => {
+                    self.mtls = Some(Entry {
+                        origin: o.to_owned(),
+                        value: m.clone(),
+                    });
+                }
+            }
+        }
     }
 
     /// Applies the overlay: its resources replace same-named ones.
@@ -300,6 +320,9 @@ impl Model {
         }
         for s in &overlay.sidecars {
             self.sidecars.insert(s.service.clone(), entry(s.clone()));
+        }
+        if let Some(m) = &overlay.mtls {
+            self.mtls = Some(entry(m.clone()));
         }
     }
 
@@ -317,6 +340,35 @@ impl Model {
         for (key, e) in &self.sidecars {
             let mut r = Reporter::new(&e.origin, "sidecar", key, &mut errors);
             self.validate_sidecar(&e.value, &mut r);
+        }
+        if let Some(e) = &self.mtls {
+            let mut r = Reporter::new(&e.origin, "mtls", "", &mut errors);
+            let td = &e.value.trust_domain;
+            if td.is_empty() {
+                r.push("trustDomain", "required, e.g. \"mesh.local\"");
+            } else if remora_certs::SpiffeId::parse(&format!("spiffe://{td}/x")).is_err() {
+                r.push("trustDomain", format!("invalid trust domain {td:?}"));
+            }
+            let mode = e.value.mode;
+            if mode != 0
+                && mode != remora_control_api::proto::TlsMode::Strict as i32
+                && mode != remora_control_api::proto::TlsMode::Permissive as i32
+            {
+                r.push(
+                    "mode",
+                    "use STRICT or PERMISSIVE (remove `mtls` for plaintext)",
+                );
+            }
+            for (key, s) in &self.services {
+                if !s.value.identity.is_empty()
+                    && !s.value.identity.starts_with(&format!("spiffe://{td}/"))
+                {
+                    Reporter::new(&s.origin, "service", key, &mut errors).push(
+                        "identity",
+                        format!("must be a SPIFFE id in trust domain {td:?}"),
+                    );
+                }
+            }
         }
         errors
     }
@@ -441,7 +493,9 @@ struct Reporter<'a> {
 
 impl<'a> Reporter<'a> {
     fn new(file: &'a str, kind: &str, key: &str, sink: &'a mut Vec<ModelError>) -> Self {
-        let resource = if let Some(index) = key.strip_prefix('#') {
+        let resource = if key.is_empty() {
+            kind.to_owned()
+        } else if let Some(index) = key.strip_prefix('#') {
             format!("{kind}[{index}]")
         } else {
             format!("{kind} {key:?}")

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use remora_control_api::proto::control::control_server::ControlServer;
+use remora_control_api::proto::control::identity_server::IdentityServer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -13,6 +14,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::{self, Api};
 use crate::discovery::{Source, StaticSource};
 use crate::dns::{self, DnsSource};
+use crate::identity::IdentityService;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::state::Hub;
@@ -31,6 +33,9 @@ pub struct Options {
     pub dns_server: Option<SocketAddr>,
     /// Watch the directory for changes (off in some tests).
     pub watch: bool,
+    /// The mesh CA that signs proxies' certificates.
+    pub ca: Option<PathBuf>,
+    pub cert_ttl: std::time::Duration,
 }
 
 /// A running control plane; dropping it stops the servers.
@@ -72,6 +77,15 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let grpc = grpc_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
+    let ca = match &opts.ca {
+        Some(dir) => Some(Arc::new(remora_certs::ca::Ca::load(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "--ca {}: {e} (create one with `remora-certs ca init`)",
+                dir.display()
+            )
+        })?)),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::default());
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
@@ -112,14 +126,21 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         None
     };
 
+    if let (Some(ca), Some(m)) = (&ca, &hub.current().model.mtls)
+        && ca.trust_domain != m.value.trust_domain
+    {
+        tracing::warn!(ca = %ca.trust_domain, mesh = %m.value.trust_domain, "the CA's trust domain is not the mesh's; certificate requests will be refused");
+    }
     let service = ControlService::new(hub.subscribe(), Arc::clone(&registry), Arc::clone(&metrics));
+    let identity = IdentityService::new(Arc::clone(&hub), ca, opts.cert_ttl, Arc::clone(&metrics));
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(
             ControlServer::new(service)
                 .max_decoding_message_size(MAX_PROXY_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_UPDATE_BYTES),
-        );
+        )
+        .add_service(IdentityServer::new(identity).max_decoding_message_size(64 * 1024));
     tasks.push(tokio::spawn(async move {
         if let Err(e) = grpc_server
             .serve_with_incoming(TcpListenerStream::new(grpc_listener))

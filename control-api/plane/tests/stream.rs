@@ -38,6 +38,8 @@ async fn start(name: &str) -> Running {
         api: "127.0.0.1:0".parse().unwrap(),
         dns_server: Some("127.0.0.1:9".parse().unwrap()),
         watch: false,
+        ca: None,
+        cert_ttl: std::time::Duration::from_secs(3600),
     })
     .await
     .unwrap()

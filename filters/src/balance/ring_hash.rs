@@ -67,6 +67,7 @@ mod tests {
             .map(|i| Endpoint {
                 address: format!("10.0.0.{}:80", i + 1).parse().expect("addr"),
                 weight,
+                identity: None,
             })
             .collect()
     }

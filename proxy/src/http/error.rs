@@ -34,6 +34,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("CONNECT is not supported: Remora proxies requests, not tunnels")]
     ConnectNotSupported,
+    #[error("denied by authorization policy {0:?}")]
+    Unauthorized(std::sync::Arc<str>),
 }
 
 impl ProxyError {
@@ -46,6 +48,7 @@ impl ProxyError {
             ProxyError::Connect(ConnectError::Overflow(..)) | ProxyError::Overflow(..) => {
                 "overflow"
             }
+            ProxyError::Connect(ConnectError::Tls(..)) => "upstream-tls-failure",
             ProxyError::Connect(_) => "connect-failure",
             ProxyError::UpstreamReset(_) => "upstream-reset",
             ProxyError::Timeout(_) => "request-timeout",
@@ -53,6 +56,7 @@ impl ProxyError {
             ProxyError::ListenerGone(_) => "listener-draining",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::ConnectNotSupported => "connect-not-supported",
+            ProxyError::Unauthorized(_) => "unauthorized",
         }
     }
 
@@ -67,6 +71,7 @@ impl ProxyError {
             ProxyError::Timeout(_) | ProxyError::TryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ConnectNotSupported => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Unauthorized(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -79,6 +84,7 @@ impl ProxyError {
                 grpc::RESOURCE_EXHAUSTED
             }
             ProxyError::BadRequest(_) | ProxyError::ConnectNotSupported => grpc::INTERNAL,
+            ProxyError::Unauthorized(_) => grpc::PERMISSION_DENIED,
             _ => grpc::UNAVAILABLE,
         }
     }

@@ -262,6 +262,7 @@ pub(crate) async fn send_once(
         limits: c.resilience.breakers,
         cluster: &c.name,
         stream_idle,
+        tls: cluster.tls.as_ref(),
     };
     let mut in_flight = InFlight::new(endpoint.clone());
     let result = async {

@@ -159,6 +159,21 @@ pub async fn handle(
             .listeners
             .get(&conn.listener)
             .ok_or_else(|| ProxyError::ListenerGone(conn.listener.clone()))?;
+        if let Some(authz) = &listener.listener.authorization {
+            let caller = remora_filters::authz::Caller {
+                identity: conn.peer_identity.as_deref(),
+                source: conn.client.ip(),
+                path: Some(req.uri().path()),
+                method: Some(req.method()),
+            };
+            match crate::http::authz::check(&proxy, authz, &listener.label, &caller) {
+                crate::http::authz::Outcome::Allow => {}
+                crate::http::authz::Outcome::WouldDeny => flag = Some("authz-dry-run-deny"),
+                crate::http::authz::Outcome::Deny(policy) => {
+                    return Err(ProxyError::Unauthorized(policy));
+                }
+            }
+        }
         let router = listener
             .router
             .as_ref()

@@ -18,11 +18,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 
 use crate::http::body::{BoxError, ProxyBody};
 use crate::http::idle::IdleTimer;
 use crate::upstream::ActiveGuard;
+use crate::upstream::io::UpstreamIo;
 use crate::upstream::pool::{ConnectError, ConnectParams, Pool};
 use codec::{Chunked, Decoded, RequestFraming, ResponseFraming};
 
@@ -49,7 +49,7 @@ pub enum H1Error {
 
 /// One upstream connection, idle in a pool or carrying one exchange.
 pub struct Conn {
-    io: TcpStream,
+    io: UpstreamIo,
     buf: BytesMut,
     /// Header spans of the last response head (kept to reuse the allocation).
     spans: Vec<(usize, usize, usize, usize)>,
@@ -59,7 +59,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(io: TcpStream, active: ActiveGuard) -> Self {
+    pub fn new(io: UpstreamIo, active: ActiveGuard) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
@@ -70,10 +70,8 @@ impl Conn {
     }
 
     /// Still usable while idle: the upstream has sent nothing (no close, no stray bytes).
-    /// Reads only the readiness the reactor already recorded: no system call.
-    pub fn idle_usable(&self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.buf.is_empty() && self.io.poll_read_ready(&mut cx).is_pending()
+    pub fn idle_usable(&mut self) -> bool {
+        self.buf.is_empty() && self.io.idle_usable()
     }
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
@@ -242,6 +240,8 @@ impl Exchange {
                 self.advance(written);
                 continue;
             }
+            // TLS may hold written records back; a plain socket's flush does nothing.
+            ready!(Pin::new(&mut self.conn.io).poll_flush(cx))?;
             let Some(body) = self.body.as_mut() else {
                 return Poll::Ready(Ok(()));
             };

@@ -18,6 +18,7 @@ use remora_filters::breaker::{Breakers, Limit, Overflow, Slot};
 use crate::http::body::ProxyBody;
 use crate::upstream::UpstreamMetrics;
 use crate::upstream::h1;
+use crate::upstream::io::UpstreamIo;
 
 /// Why a connection could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum ConnectError {
     Handshake(SocketAddr, hyper::Error),
     #[error("cluster {0:?}: {1}")]
     Overflow(std::sync::Arc<str>, Overflow),
+    #[error("TLS with {0} failed ({reason}): {detail}", reason = .1.reason, detail = .1.detail)]
+    Tls(SocketAddr, crate::tls::client::HandshakeError),
 }
 
 /// How to open a connection (from the cluster's settings).
@@ -45,6 +48,8 @@ pub struct ConnectParams<'a> {
     pub cluster: &'a std::sync::Arc<str>,
     /// Response bodies end with an error after this long without bytes.
     pub stream_idle: Duration,
+    /// TLS to the endpoint (the cluster's `tls`), None for plaintext.
+    pub tls: Option<&'a crate::tls::client::UpstreamTls>,
 }
 
 struct Idle {
@@ -59,6 +64,8 @@ struct Shared {
 
 pub struct Pool {
     addr: SocketAddr,
+    /// The SPIFFE id the endpoint must present over mesh mTLS (its pool is keyed by it).
+    identity: Option<std::sync::Arc<str>>,
     /// Idle HTTP/1.1 connections, one list per worker thread (see [`crate::workers`]): a
     /// connection is used by the worker whose reactor it is registered with.
     idle: Vec<Mutex<Vec<Idle>>>,
@@ -76,9 +83,10 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, identity: Option<std::sync::Arc<str>>) -> Self {
         Self {
             addr,
+            identity,
             idle: (0..crate::workers::slots())
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
@@ -87,10 +95,15 @@ impl Pool {
         }
     }
 
+    /// The SPIFFE id this endpoint must present (mesh mTLS), if it names one.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
     /// An idle HTTP/1.1 connection that is still usable, if any; stale ones are closed.
     pub fn checkout_h1(&self) -> Option<h1::Conn> {
         let mut idle = self.local().lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(i) = idle.pop() {
+        while let Some(mut i) = idle.pop() {
             if i.conn.idle_usable() {
                 return Some(i.conn);
             }
@@ -106,7 +119,7 @@ impl Pool {
 
     /// A new HTTP/1.1 connection for the in-task client.
     pub async fn connect_h1(&self, p: ConnectParams<'_>) -> Result<h1::Conn, ConnectError> {
-        let (io, slot) = self.connect(p).await?;
+        let (io, slot) = self.connect(p, false).await?;
         Ok(h1::Conn::new(io.into_inner(), p.metrics.opened(slot)))
     }
 
@@ -126,7 +139,7 @@ impl Pool {
         &self,
         p: ConnectParams<'_>,
     ) -> Result<http1::SendRequest<ProxyBody>, ConnectError> {
-        let (io, slot) = self.connect(p).await?;
+        let (io, slot) = self.connect(p, false).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -153,7 +166,7 @@ impl Pool {
         if let Some(s) = self.shared_h2() {
             return Ok(s);
         }
-        let (io, slot) = self.connect(p).await?;
+        let (io, slot) = self.connect(p, true).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -195,7 +208,8 @@ impl Pool {
     async fn connect(
         &self,
         p: ConnectParams<'_>,
-    ) -> Result<(TokioIo<TcpStream>, Slot), ConnectError> {
+        http2: bool,
+    ) -> Result<(TokioIo<UpstreamIo>, Slot), ConnectError> {
         let overflow = |o: Overflow| {
             p.metrics.count(&p.metrics.overflows, o.limit.as_str());
             ConnectError::Overflow(p.cluster.clone(), o)
@@ -223,7 +237,38 @@ impl Pool {
                 }
             };
         let _ = stream.set_nodelay(true);
-        Ok((TokioIo::new(stream), slot))
+        let Some(tls) = p.tls else {
+            return Ok((TokioIo::new(UpstreamIo::Plain(stream)), slot));
+        };
+        let handshake = crate::tls::client::connect(
+            tls,
+            self.identity.as_deref(),
+            stream,
+            self.addr,
+            if http2 {
+                crate::tls::client::Alpn::H2
+            } else {
+                crate::tls::client::Alpn::Http1
+            },
+        );
+        let result = match tokio::time::timeout(p.connect_timeout, handshake).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::tls::client::HandshakeError {
+                reason: "timeout",
+                detail: format!("no handshake within {:?}", p.connect_timeout),
+            }),
+        };
+        match result {
+            Ok(s) => {
+                p.metrics.count(p.metrics.tls_handshakes(), "ok");
+                Ok((TokioIo::new(UpstreamIo::Tls(Box::new(s))), slot))
+            }
+            Err(e) => {
+                p.metrics.count(p.metrics.tls_handshakes(), e.reason);
+                tracing::warn!(cluster = %p.cluster, endpoint = %self.addr, reason = e.reason, error = %e.detail, "upstream TLS handshake failed");
+                Err(ConnectError::Tls(self.addr, e))
+            }
+        }
     }
 
     /// Closes connections idle for longer than `idle_timeout`.
@@ -231,7 +276,7 @@ impl Pool {
         for idle in &self.idle {
             idle.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .retain(|i| now.duration_since(i.since) < idle_timeout && i.conn.idle_usable());
+                .retain_mut(|i| now.duration_since(i.since) < idle_timeout && i.conn.idle_usable());
         }
         let mut h2 = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
         if h2.as_ref().is_some_and(|s| {

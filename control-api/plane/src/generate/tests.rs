@@ -133,6 +133,7 @@ fn ten_thousand_services_and_a_sidecar_that_uses_five() {
                 endpoints: vec![Endpoint {
                     address: format!("10.{}.{}.1:80", i / 256, i % 256),
                     weight: None,
+                    identity: String::new(),
                 }],
                 ..Default::default()
             });
@@ -201,6 +202,7 @@ fn deltas_list_new_and_reweighted_endpoints_and_removed_addresses() {
     let ep = |a: &str, w: Option<u32>| Endpoint {
         address: a.into(),
         weight: w.map(|value| pbjson_types::UInt32Value { value }),
+        identity: String::new(),
     };
     let old = BTreeMap::from([
         (

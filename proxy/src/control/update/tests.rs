@@ -35,6 +35,7 @@ fn endpoint(address: &str, weight: Option<u32>) -> Endpoint {
     Endpoint {
         address: address.into(),
         weight: weight.map(|value| pbjson_types::UInt32Value { value }),
+        identity: String::new(),
     }
 }
 

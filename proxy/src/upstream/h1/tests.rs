@@ -105,6 +105,7 @@ fn params(metrics: &UpstreamMetrics) -> ConnectParams<'_> {
         limits: remora_control_api::resilience::CircuitBreakers::default(),
         cluster: &CLUSTER,
         stream_idle: Duration::from_secs(300),
+        tls: None,
     }
 }
 
@@ -124,7 +125,10 @@ async fn body_of(rsp: Response<ProxyBody>) -> (Bytes, Option<http::HeaderMap>) {
 fn setup() -> (Arc<Pool>, UpstreamMetrics) {
     let m = Metrics::new();
     let um = UpstreamMetrics::new(&m, &Arc::from("c"));
-    (Arc::new(Pool::new("127.0.0.1:9".parse().unwrap())), um)
+    (
+        Arc::new(Pool::new("127.0.0.1:9".parse().unwrap(), None)),
+        um,
+    )
 }
 
 #[tokio::test]
@@ -139,7 +143,7 @@ async fn lengths_chunks_and_trailers_and_the_connection_is_reused() {
     )
     .await;
     let (_, um) = setup();
-    let pool = Arc::new(Pool::new(up.addr));
+    let pool = Arc::new(Pool::new(up.addr, None));
     let rsp = send(&pool, params(&um), get("/a")).await.unwrap();
     assert_eq!(rsp.headers()["content-length"], "5");
     assert_eq!(body_of(rsp).await.0, "hello");
@@ -175,7 +179,7 @@ async fn a_pooled_connection_the_upstream_closed_is_retried_fresh() {
     )
     .await;
     let (_, um) = setup();
-    let pool = Arc::new(Pool::new(up.addr));
+    let pool = Arc::new(Pool::new(up.addr, None));
     for _ in 0..2 {
         let rsp = send(&pool, params(&um), get("/")).await.unwrap();
         assert_eq!(body_of(rsp).await.0, "ok");
@@ -194,7 +198,7 @@ async fn streamed_request_bodies_go_chunked_and_known_ones_with_a_length() {
     )
     .await;
     let (_, um) = setup();
-    let pool = Arc::new(Pool::new(up.addr));
+    let pool = Arc::new(Pool::new(up.addr, None));
     let req = Request::post("/full")
         .header("host", "up")
         .body(ProxyBody::full("abc"))
@@ -206,7 +210,7 @@ async fn streamed_request_bodies_go_chunked_and_known_ones_with_a_length() {
         1,
     )
     .await;
-    let from = Arc::new(Pool::new(source.addr));
+    let from = Arc::new(Pool::new(source.addr, None));
     let streamed = send(&from, params(&um), get("/src"))
         .await
         .unwrap()
@@ -239,7 +243,7 @@ async fn informational_responses_are_skipped_and_close_delimited_bodies_end_the_
     )
     .await;
     let (_, um) = setup();
-    let pool = Arc::new(Pool::new(up.addr));
+    let pool = Arc::new(Pool::new(up.addr, None));
     let rsp = send(&pool, params(&um), get("/")).await.unwrap();
     assert_eq!(rsp.status(), 200);
     assert_eq!(body_of(rsp).await.0, "until close");
@@ -258,18 +262,18 @@ async fn a_truncated_body_is_an_error_and_a_bad_head_is_malformed() {
     )
     .await;
     let (_, um) = setup();
-    let pool = Arc::new(Pool::new(up.addr));
+    let pool = Arc::new(Pool::new(up.addr, None));
     let rsp = send(&pool, params(&um), get("/")).await.unwrap();
     assert!(rsp.into_body().collect().await.is_err());
     assert_eq!(pool.idle_count(), 0);
 
     let up = upstream(vec!["HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"], 1).await;
-    let pool = Arc::new(Pool::new(up.addr));
+    let pool = Arc::new(Pool::new(up.addr, None));
     let err = send(&pool, params(&um), get("/")).await.unwrap_err();
     assert!(matches!(err, H1Error::Malformed(_)), "{err}");
 
     let up = upstream(vec![], 1).await;
-    let pool = Arc::new(Pool::new(up.addr));
+    let pool = Arc::new(Pool::new(up.addr, None));
     let err = send(&pool, params(&um), get("/")).await.unwrap_err();
     assert!(matches!(err, H1Error::Closed), "{err}");
 }

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod faulty;
 pub mod load;
 pub mod peers;
+pub mod pki;
 pub mod poll;
 pub mod remora;
 pub mod upstream;

@@ -11,6 +11,7 @@ mod demo;
 mod errors;
 mod http_proxy;
 mod idle;
+mod mesh_tls;
 mod mtls;
 mod peers;
 mod protocols;

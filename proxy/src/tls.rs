@@ -131,6 +131,9 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not-yet-valid",
         E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => "unknown-issuer",
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "wrong-server-name"
+        }
         E::InvalidCertificate(C::Other(o)) => {
             o.0.downcast_ref::<verify::PeerError>()
                 .map_or("bad-certificate", |p| p.0.as_str())

@@ -20,6 +20,7 @@ mod reload;
 mod resilience;
 mod shutdown;
 mod tcp;
+mod tls_edge;
 mod tracing;
 
 use remora_integration::Upstream;

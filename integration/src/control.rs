@@ -30,11 +30,17 @@ pub fn binary() -> PathBuf {
 impl ControlPlane {
     /// Serves `mesh_dir` with the gRPC server on `grpc` (port 0 when `None`).
     pub fn start(mesh_dir: &Path, grpc: Option<SocketAddr>) -> Self {
+        Self::start_with(mesh_dir, grpc, &[])
+    }
+
+    /// Like [`Self::start`], with extra `serve` arguments (e.g. `--ca DIR`).
+    pub fn start_with(mesh_dir: &Path, grpc: Option<SocketAddr>, extra: &[&str]) -> Self {
         let grpc_arg = grpc.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
         let mut child = Command::new(binary())
             .arg("serve")
             .arg("--mesh")
             .arg(mesh_dir)
+            .args(extra)
             .args([
                 "--grpc",
                 &grpc_arg,

@@ -120,7 +120,10 @@ fn allowed_identities_pass_and_others_get_403() {
             .find(|l| l.contains("\"unauthorized\"") && l.contains("/admin/users"))
             .map(str::to_owned)
     });
-    assert!(line.contains(api) && line.contains("\"status\":403"), "{line}");
+    assert!(
+        line.contains(api) && line.contains("\"status\":403"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -131,7 +134,11 @@ fn dry_run_counts_and_logs_what_it_would_deny_but_serves() {
     let remora = Remora::start(&yaml(&server, &app, true));
     let callers = Callers { pki };
     let web = "spiffe://mesh.local/ns/default/sa/web";
-    for (method, path) in [("POST", "/orders/1"), ("GET", "/admin/x"), ("GET", "/orders/2")] {
+    for (method, path) in [
+        ("POST", "/orders/1"),
+        ("GET", "/admin/x"),
+        ("GET", "/orders/2"),
+    ] {
         let (status, text) = callers.call(&remora, web, method, path);
         assert_eq!(status, 200, "{method} {path}: {text}");
     }
@@ -162,11 +169,14 @@ fn dry_run_counts_and_logs_what_it_would_deny_but_serves() {
 
 /// Connects from `source` (any 127.0.0.0/8 address is local).
 fn connect_from(source: [u8; 4], to: SocketAddr) -> std::net::TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     s.bind(&SocketAddr::from((source, 0)).into()).expect("bind");
-    s.connect_timeout(&to.into(), Duration::from_secs(5)).expect("connect");
+    s.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
     let s: std::net::TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     s
 }
 

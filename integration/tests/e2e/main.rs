@@ -3,8 +3,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod bad_input;
 mod authz;
+mod bad_input;
 mod balancing;
 mod cli;
 mod control;

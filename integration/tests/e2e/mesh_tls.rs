@@ -338,3 +338,137 @@ fn a_certificate_near_expiry_is_flagged_and_warned() {
         0.0
     );
 }
+
+/// A port free right now (for addresses the mesh model must name before anything binds).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[test]
+fn sidecars_get_certificates_from_the_control_plane_and_talk_mtls() {
+    use remora_integration::ControlPlane;
+    let pki = Pki::new("mesh.local");
+    let app = Upstream::start("orders-app");
+    let web_app = Upstream::start("web-app");
+    let (orders_in, web_in, web_out) = (free_port(), free_port(), free_port());
+    let mesh = format!(
+        r#"mtls: {{ trustDomain: mesh.local }}
+services:
+  - {{ name: orders, endpoints: [{{ address: "127.0.0.1:{orders_in}" }}] }}
+  - {{ name: web, endpoints: [{{ address: "127.0.0.1:{web_in}" }}] }}
+  - {{ name: ghost, endpoints: [{{ address: "10.9.9.9:80" }}] }}
+sidecars:
+  - service: orders
+    inbound:
+      address: "127.0.0.1:{orders_in}"
+      app: "{}"
+      protocol: HTTP
+      forwardPeerIdentity: true
+      authorization:
+        policies: [{{ name: web-only, rules: [{{ identities: ["{WEB}"] }}] }}]
+  - service: web
+    inbound: {{ address: "127.0.0.1:{web_in}", app: "{}", protocol: HTTP }}
+    upstreams: [{{ service: orders, address: "127.0.0.1:{web_out}" }}]
+  - service: ghost
+"#,
+        app.addr, web_app.addr
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).expect("write");
+    let ca = pki.root.display().to_string();
+    let cp = ControlPlane::start_with(dir.path(), None, &["--ca", &ca, "--cert-ttl", "1h"]);
+
+    let orders = Remora::start_controlled(&cp.url(), "orders-1", "orders", None, &[], true);
+    let web = Remora::start_controlled(&cp.url(), "web-1", "web", None, &[], true);
+    // web → (mTLS, orders' identity checked) → orders → app, which sees web's identity.
+    let (status, text) = get(&format!("http://127.0.0.1:{web_out}/from-web"), &[]);
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains(&format!("\"x-remora-peer-identity\":\"{WEB}\"")),
+        "{text}"
+    );
+    // orders only admits web: a plaintext caller is refused at the handshake, and a mesh
+    // caller with another identity gets 403 from the policy pushed by the control plane.
+    let (status, _) = get(&format!("http://127.0.0.1:{orders_in}/"), &[]);
+    assert_eq!(status, 0, "plaintext served on a STRICT listener");
+    let stranger = pki.issue("batch", "spiffe://mesh.local/ns/default/sa/batch", DAY);
+    let cert = stranger.join("cert.pem").display().to_string();
+    let key = stranger.join("key.pem").display().to_string();
+    let (status, text) = get(
+        &format!("https://127.0.0.1:{orders_in}/"),
+        &["-k", "--cert", &cert, "--key", &key],
+    );
+    assert_eq!(status, 403, "{text}");
+    for proxy in [&orders, &web] {
+        assert!(
+            proxy.metric_sum("remora_identity_certificate_expiry_timestamp_seconds", &[]) > 0.0
+        );
+        assert_eq!(
+            proxy.metric_sum(
+                "remora_identity_updates_total",
+                &["source=\"control-plane\"", "result=\"ok\""]
+            ),
+            1.0
+        );
+    }
+    let issued = |cp: &ControlPlane, result: &str| {
+        remora_integration::remora::metric_sum(
+            &cp.metrics(),
+            "remora_control_certificates_total",
+            &[&format!("result=\"{result}\"")],
+        )
+    };
+    assert_eq!(issued(&cp, "issued"), 2.0, "{}", cp.metrics());
+
+    // A proxy claiming a service whose endpoints it is not: refused, and not ready.
+    let ghost = Remora::start_controlled(&cp.url(), "ghost-1", "ghost", None, &[], false);
+    eventually("the refusal", Duration::from_secs(15), || {
+        (issued(&cp, "denied") >= 1.0).then_some(())
+    });
+    let (code, body) = ghost.admin_get("/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("waiting for the mesh certificate"), "{body}");
+    assert!(
+        ghost
+            .logs()
+            .lines()
+            .any(|l| l.contains("cannot get a mesh certificate") && l.contains("not an endpoint")),
+        "{}",
+        ghost.logs()
+    );
+}
+
+#[test]
+fn a_control_plane_certificate_is_renewed_before_it_expires() {
+    use remora_integration::ControlPlane;
+    let pki = Pki::new("mesh.local");
+    let app = Upstream::start("orders-app");
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        format!(
+            "mtls: {{ trustDomain: mesh.local }}\nservices: [{{ name: orders, endpoints: [{{ address: \"127.0.0.1:{port}\" }}] }}]\nsidecars: [{{ service: orders, inbound: {{ address: \"127.0.0.1:{port}\", app: \"{}\" }} }}]\n",
+            app.addr
+        ),
+    )
+    .expect("write");
+    let ca = pki.root.display().to_string();
+    // Four-second certificates: renewed after about 2.8 s (70%), long before they expire.
+    let cp = ControlPlane::start_with(dir.path(), None, &["--ca", &ca, "--cert-ttl", "4s"]);
+    let orders = Remora::start_controlled(&cp.url(), "orders-1", "orders", None, &[], true);
+    let first = expiry(&orders);
+    eventually("two renewals", Duration::from_secs(20), || {
+        let n = orders.metric_sum(
+            "remora_identity_updates_total",
+            &["source=\"control-plane\"", "result=\"ok\""],
+        );
+        (n >= 3.0).then_some(())
+    });
+    assert!(expiry(&orders) > first);
+    let (code, _) = orders.admin_get("/ready");
+    assert_eq!(code, 200);
+}

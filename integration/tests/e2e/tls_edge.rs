@@ -39,8 +39,9 @@ impl WebPki {
     /// (cert file, key file) for `names`, with common name `cn`.
     fn issue(&self, file: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(names.iter().map(ToString::to_string).collect::<Vec<_>>())
-            .expect("params");
+        let mut p =
+            CertificateParams::new(names.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .expect("params");
         p.distinguished_name.push(DnType::CommonName, cn);
         let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, &self.ca_key).expect("issuer");
         let cert = p.signed_by(&key, &issuer).expect("sign");
@@ -80,7 +81,11 @@ fn tls_origination_to_an_external_service_verifies_its_name() {
             server.addr()
         )
     };
-    let client = format!("certFile: \"{}\", keyFile: \"{}\"", s(&client_cert), s(&client_key));
+    let client = format!(
+        "certFile: \"{}\", keyFile: \"{}\"",
+        s(&client_cert),
+        s(&client_key)
+    );
     let bundle = format!("bundleFile: \"{}\"", s(&pki.ca_file()));
     let mut yaml = String::from("listeners:\n");
     for l in ["ext", "wrong-name", "system-roots"] {
@@ -95,9 +100,18 @@ fn tls_origination_to_an_external_service_verifies_its_name() {
         ));
     }
     yaml.push_str("clusters:\n");
-    yaml.push_str(&cluster("ext", &format!("sni: api.external.test, {bundle}, {client}")));
-    yaml.push_str(&cluster("wrong-name", &format!("sni: other.external.test, {bundle}, {client}")));
-    yaml.push_str(&cluster("system-roots", &format!("sni: api.external.test, {client}")));
+    yaml.push_str(&cluster(
+        "ext",
+        &format!("sni: api.external.test, {bundle}, {client}"),
+    ));
+    yaml.push_str(&cluster(
+        "wrong-name",
+        &format!("sni: other.external.test, {bundle}, {client}"),
+    ));
+    yaml.push_str(&cluster(
+        "system-roots",
+        &format!("sni: api.external.test, {client}"),
+    ));
     let remora = Remora::start(&yaml);
 
     let (out, err, ok) = curl(&[&format!("{}/v1/things", remora.url("ext"))]);
@@ -111,15 +125,29 @@ fn tls_origination_to_an_external_service_verifies_its_name() {
     let reason = |cluster: &str, reason: &str| {
         remora.metric_sum(
             "remora_upstream_tls_handshakes_total",
-            &[&format!("cluster=\"{cluster}\""), &format!("reason=\"{reason}\"")],
+            &[
+                &format!("cluster=\"{cluster}\""),
+                &format!("reason=\"{reason}\""),
+            ],
         )
     };
     assert_eq!(reason("ext", "ok"), 1.0);
-    for (listener, why) in [("wrong-name", "wrong-server-name"), ("system-roots", "unknown-issuer")] {
+    for (listener, why) in [
+        ("wrong-name", "wrong-server-name"),
+        ("system-roots", "unknown-issuer"),
+    ] {
         let (out, _, _) = curl(&["-i", &format!("{}/", remora.url(listener))]);
         assert!(out.starts_with("HTTP/1.1 503"), "{listener}: {out}");
-        assert!(out.contains("x-remora-error: upstream-tls-failure"), "{out}");
-        assert_eq!(reason(listener, why), 1.0, "{listener}: {}", remora.metrics());
+        assert!(
+            out.contains("x-remora-error: upstream-tls-failure"),
+            "{out}"
+        );
+        assert_eq!(
+            reason(listener, why),
+            1.0,
+            "{listener}: {}",
+            remora.metrics()
+        );
     }
 }
 
@@ -170,7 +198,10 @@ clusters:
     ] {
         let (out, err, ok) = fetch(host, extra);
         assert!(ok, "{host} {extra:?}: {out}{err}");
-        assert!(out.contains("\"x-upstream\"") || out.contains("app"), "{out}");
+        assert!(
+            out.contains("\"x-upstream\"") || out.contains("app"),
+            "{out}"
+        );
     }
     // An unknown name gets the first certificate, which curl refuses for that name.
     let (out, err, ok) = fetch("unknown.test", &[]);
@@ -185,7 +216,10 @@ clusters:
         remora.metrics()
     );
     assert_eq!(
-        remora.metric_sum("remora_tls_handshakes_total", &["result=\"refused-plaintext\""]),
+        remora.metric_sum(
+            "remora_tls_handshakes_total",
+            &["result=\"refused-plaintext\""]
+        ),
         1.0
     );
 }

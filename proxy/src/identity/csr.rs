@@ -55,12 +55,15 @@ pub async fn run(store: Arc<IdentityStore>, settings: Identity, proxy: Arc<Proxy
     }
 }
 
-/// When to renew: at 70% of the lifetime, at least a second from now.
+/// When to renew: at 70% of the lifetime left when it arrived (CAs backdate `notBefore`
+/// for clock skew, which is no lifetime of ours), at least a second from now.
 fn renew_in(c: &Credentials) -> Duration {
-    let life = (c.not_after - c.not_before).max(0);
+    let now = super::unix_now();
+    let start = c.not_before.max(now);
+    let life = (c.not_after - start).max(0);
     #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-    let at = c.not_before + (life as f64 * RENEW_AT) as i64;
-    let secs = u64::try_from(at - super::unix_now()).unwrap_or(0);
+    let at = start + (life as f64 * RENEW_AT) as i64;
+    let secs = u64::try_from(at - now).unwrap_or(0);
     Duration::from_secs(secs).max(Duration::from_secs(1))
 }
 

@@ -232,15 +232,12 @@ pub(crate) fn listener(t: &proto::ListenerTls, errs: &mut Errors<'_>) -> Option<
 }
 
 pub(crate) fn cluster(t: &proto::ClusterTls, errs: &mut Errors<'_>) -> Option<ClusterTls> {
-    let mode = match proto::ClusterTlsMode::try_from(t.mode) {
-        Ok(m) => m,
-        Err(_) => {
-            errs.push(
-                "tls.mode",
-                format!("unknown value {} (use MESH, EXTERNAL or PLAINTEXT)", t.mode),
-            );
-            return None;
-        }
+    let Ok(mode) = proto::ClusterTlsMode::try_from(t.mode) else {
+        errs.push(
+            "tls.mode",
+            format!("unknown value {} (use MESH, EXTERNAL or PLAINTEXT)", t.mode),
+        );
+        return None;
     };
     let external_only = [
         ("tls.sni", &t.sni),

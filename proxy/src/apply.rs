@@ -138,7 +138,12 @@ fn tracer_for(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    match crate::trace::Tracer::start(config, &identity, &proxy.metrics) {
+    match crate::trace::Tracer::start(
+        config,
+        &identity,
+        proxy.mesh_identity.clone(),
+        &proxy.metrics,
+    ) {
         Ok(t) => {
             *current = Some(t.clone());
             Some(t)

@@ -56,6 +56,7 @@ impl Tracer {
     pub fn start(
         config: Tracing,
         identity: &Identity,
+        mesh: Arc<crate::identity::IdentityStore>,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, String> {
         use opentelemetry_otlp::WithExportConfig;
@@ -87,12 +88,12 @@ impl Tracer {
         if let Some(node) = &identity.node {
             attributes.push(KeyValue::new("service.instance.id", node.clone()));
         }
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_service_name(service)
-                .with_attributes(attributes)
-                .build(),
-        );
+        let resource = ResourceParts {
+            service,
+            attributes,
+            mesh,
+        };
+        let mesh_id = resource.set(&mut exporter);
         let (tx, rx) = mpsc::channel(config.max_queue);
         let counter = |result| {
             metrics
@@ -100,7 +101,14 @@ impl Tracer {
                 .get_or_create(&ResultLabels { result })
                 .clone()
         };
-        tokio::spawn(export(rx, exporter, counter("exported"), counter("failed")));
+        tokio::spawn(export(
+            rx,
+            exporter,
+            resource,
+            mesh_id,
+            counter("exported"),
+            counter("failed"),
+        ));
         Ok(Arc::new(Self {
             dropped: counter("dropped"),
             sampled: counter("sampled"),
@@ -353,9 +361,37 @@ impl RequestTrace {
 
 /// Drains the queue into export calls of up to [`BATCH`] spans; ends when the tracer is
 /// dropped (a configuration without it, or a new collector) after a last export.
+/// The spans' resource: service name, node, and the proxy's mesh identity (its SPIFFE id,
+/// which arrives or changes with the certificate, so it is re-read before each export).
+struct ResourceParts {
+    service: String,
+    attributes: Vec<KeyValue>,
+    mesh: Arc<crate::identity::IdentityStore>,
+}
+
+impl ResourceParts {
+    /// Sets the exporter's resource; returns the mesh id it carries.
+    fn set(&self, exporter: &mut opentelemetry_otlp::SpanExporter) -> Option<String> {
+        let id = self.mesh.current().map(|c| c.id.clone());
+        let mut attributes = self.attributes.clone();
+        if let Some(id) = &id {
+            attributes.push(KeyValue::new("remora.mesh.identity", id.clone()));
+        }
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_service_name(self.service.clone())
+                .with_attributes(attributes)
+                .build(),
+        );
+        id
+    }
+}
+
 async fn export(
     mut rx: mpsc::Receiver<SpanData>,
-    exporter: opentelemetry_otlp::SpanExporter,
+    mut exporter: opentelemetry_otlp::SpanExporter,
+    resource: ResourceParts,
+    mut mesh_id: Option<String>,
     exported: Counter,
     failed: Counter,
 ) {
@@ -363,6 +399,9 @@ async fn export(
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;
+        }
+        if resource.mesh.current().map(|c| c.id.clone()) != mesh_id {
+            mesh_id = resource.set(&mut exporter);
         }
         let deadline = tokio::time::Instant::now() + LINGER;
         while batch.len() < BATCH {

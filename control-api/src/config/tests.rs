@@ -365,3 +365,533 @@ fn bad_resilience_settings_name_their_fields() {
             .any(|e| e.contains("set `httpPath: /PATH` or `tcp: true`"))
     );
 }
+
+// --- identity, TLS and authorization -------------------------------------------------------
+
+/// A TCP listener in front of one cluster; `LISTENER_TLS`, `CLUSTER_TLS` and `IDENTITY` are
+/// replaced by each test.
+const TLS_BASE: &str = r#"
+IDENTITY
+listeners:
+  - name: in
+    address: 127.0.0.1:7001
+    protocol: TCP
+    cluster: app
+    LISTENER_TLS
+clusters:
+  - name: app
+    endpoints: [{ address: "127.0.0.1:8080" }]
+    CLUSTER_TLS
+"#;
+
+const FILES_IDENTITY: &str = "identity: { trustDomain: mesh.local, files: { certFile: c.pem, keyFile: k.pem, bundleFile: b.pem } }";
+
+fn tls_config(identity: &str, listener_tls: &str, cluster_tls: &str) -> String {
+    TLS_BASE
+        .replace("IDENTITY", identity)
+        .replace("LISTENER_TLS", listener_tls)
+        .replace("CLUSTER_TLS", cluster_tls)
+}
+
+#[test]
+fn mesh_tls_without_identity_is_rejected_for_listeners_and_clusters() {
+    for mode in ["STRICT", "PERMISSIVE"] {
+        let errs = errors_of(&tls_config("", &format!("tls: {{ mode: {mode} }}"), ""));
+        assert_eq!(
+            errs,
+            vec![
+                r#"listener "in": tls.mode: mesh mTLS needs the proxy's identity: set top-level `identity` (files or controlPlane)"#
+            ],
+            "mode {mode}"
+        );
+    }
+    let errs = errors_of(&tls_config("", "", "tls: { mode: MESH }"));
+    assert_eq!(
+        errs,
+        vec![
+            r#"cluster "app": tls.mode: MESH needs the proxy's identity: set top-level `identity` (files or controlPlane)"#
+        ]
+    );
+    // With an identity both are accepted; without TLS (or DISABLED, PLAINTEXT) none is needed.
+    let c = validate(
+        &from_yaml(&tls_config(
+            FILES_IDENTITY,
+            "tls: { mode: STRICT }",
+            "tls: { mode: MESH }",
+        ))
+        .expect("parses"),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.listeners[0].tls.as_ref().map(|t| t.mode),
+        Some(crate::tls::TlsMode::Strict)
+    );
+    assert_eq!(
+        c.clusters[0].tls,
+        Some(crate::tls::ClusterTls::Mesh { identity: None })
+    );
+    let c = validate(
+        &from_yaml(&tls_config(
+            "",
+            "tls: { mode: DISABLED }",
+            "tls: { mode: PLAINTEXT }",
+        ))
+        .expect("parses"),
+    )
+    .expect("valid");
+    assert!(c.identity.is_none());
+    assert!(c.listeners[0].tls.is_none());
+    assert!(c.clusters[0].tls.is_none());
+}
+
+#[test]
+fn identity_needs_a_source_a_valid_trust_domain_and_every_file() {
+    for source in ["", ", controlPlane: false"] {
+        let errs = errors_of(&format!("identity: {{ trustDomain: mesh.local{source} }}"));
+        assert_eq!(
+            errs,
+            vec![
+                "config: identity: set `files: {certFile, keyFile, bundleFile}` or `controlPlane: true`"
+            ],
+            "source {source:?}"
+        );
+    }
+    let errs = errors_of("identity: { trustDomain: Mesh.Local, controlPlane: true }");
+    assert_eq!(
+        errs,
+        vec![
+            r#"config: identity.trustDomain: invalid trust domain "Mesh.Local": use lower-case letters, digits, '.', '-' and '_'"#
+        ]
+    );
+    let errs = errors_of("identity: { controlPlane: true }");
+    assert_eq!(
+        errs,
+        vec![r#"config: identity.trustDomain: required, e.g. "mesh.local""#]
+    );
+    let errs = errors_of(
+        "identity: { trustDomain: mesh.local, files: { certFile: c.pem, bundleFile: b.pem } }",
+    );
+    assert_eq!(errs, vec!["config: identity.files.keyFile: required"]);
+    let errs = errors_of("identity: { trustDomain: mesh.local, files: {} }");
+    assert_eq!(
+        errs,
+        vec![
+            "config: identity.files.certFile: required",
+            "config: identity.files.keyFile: required",
+            "config: identity.files.bundleFile: required",
+        ]
+    );
+}
+
+#[test]
+fn control_plane_identity_uses_the_default_expiry_warning() {
+    let c = validate(
+        &from_yaml("identity: { trustDomain: mesh.local, controlPlane: true }").expect("parses"),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.identity,
+        Some(crate::tls::Identity {
+            trust_domain: "mesh.local".into(),
+            source: crate::tls::IdentitySource::ControlPlane,
+            expiry_warning: std::time::Duration::from_secs(24 * 3600),
+        })
+    );
+}
+
+#[test]
+fn external_cluster_tls_needs_one_sni_and_a_whole_client_certificate() {
+    let errs = errors_of(&tls_config("", "", "tls: { mode: EXTERNAL }"));
+    assert_eq!(
+        errs,
+        vec![
+            r#"cluster "app": tls.sni: required with tls.mode EXTERNAL (the name the server's certificate is for)"#
+        ]
+    );
+    let errs = errors_of(&tls_config(
+        "",
+        "",
+        "tls: { mode: EXTERNAL, sni: '*.example.com' }",
+    ));
+    assert_eq!(
+        errs,
+        vec![r#"cluster "app": tls.sni: must be one name, not a wildcard"#]
+    );
+    let errs = errors_of(&tls_config(
+        "",
+        "",
+        "tls: { mode: EXTERNAL, sni: 'a b.com' }",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            r#"cluster "app": tls.sni: invalid server name "a b.com" (a DNS name, or "*." and a DNS name)"#
+        ]
+    );
+    for half in ["certFile: c.pem", "keyFile: k.pem"] {
+        let errs = errors_of(&tls_config(
+            "",
+            "",
+            &format!("tls: {{ mode: EXTERNAL, sni: api.example.com, {half} }}"),
+        ));
+        assert_eq!(
+            errs,
+            vec![r#"cluster "app": tls.certFile: certFile and keyFile go together"#],
+            "{half}"
+        );
+    }
+    let errs = errors_of(&tls_config(
+        "",
+        "",
+        "tls: { mode: EXTERNAL, sni: api.example.com, identity: 'spiffe://mesh.local/x' }",
+    ));
+    assert_eq!(
+        errs,
+        vec![r#"cluster "app": tls.identity: only used with tls.mode MESH"#]
+    );
+    // A good one: the name lower-cased, files kept, no identity needed.
+    let c = validate(
+        &from_yaml(&tls_config(
+            "",
+            "",
+            "tls: { mode: EXTERNAL, sni: API.Example.com, bundleFile: ca.pem, certFile: c.pem, keyFile: k.pem }",
+        ))
+        .expect("parses"),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.clusters[0].tls,
+        Some(crate::tls::ClusterTls::External {
+            sni: "api.example.com".into(),
+            bundle_file: Some("ca.pem".into()),
+            client_cert: Some(("c.pem".into(), "k.pem".into())),
+        })
+    );
+    let c = validate(
+        &from_yaml(&tls_config(
+            "",
+            "",
+            "tls: { mode: EXTERNAL, sni: api.example.com }",
+        ))
+        .expect("parses"),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.clusters[0].tls,
+        Some(crate::tls::ClusterTls::External {
+            sni: "api.example.com".into(),
+            bundle_file: None,
+            client_cert: None,
+        }),
+        "no bundle: the system's roots; no client certificate"
+    );
+}
+
+#[test]
+fn mesh_cluster_tls_takes_only_spiffe_identities() {
+    for (field, value) in [
+        ("sni", "api.example.com"),
+        ("bundleFile", "ca.pem"),
+        ("certFile", "c.pem"),
+        ("keyFile", "k.pem"),
+    ] {
+        let errs = errors_of(&tls_config(
+            FILES_IDENTITY,
+            "",
+            &format!("tls: {{ mode: MESH, {field}: {value} }}"),
+        ));
+        assert_eq!(
+            errs,
+            vec![format!(
+                r#"cluster "app": tls.{field}: only used with tls.mode EXTERNAL"#
+            )]
+        );
+    }
+    let errs = errors_of(&tls_config(
+        FILES_IDENTITY,
+        "",
+        "tls: { mode: MESH, identity: orders }",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            r#"cluster "app": tls.identity: "orders" is not a SPIFFE id (spiffe://TRUST_DOMAIN/PATH)"#
+        ]
+    );
+    let errs = errors_of(&tls_config(
+        FILES_IDENTITY,
+        "",
+        "tls: { mode: MESH, identity: 'spiffe://mesh.local' }",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            r#"cluster "app": tls.identity: "spiffe://mesh.local" is not a SPIFFE id (spiffe://TRUST_DOMAIN/PATH)"#
+        ]
+    );
+    let errs = errors_of(&format!(
+        "{FILES_IDENTITY}\nclusters:\n  - name: app\n    endpoints: [{{ address: '127.0.0.1:8080', identity: orders }}, {{ address: '127.0.0.1:8081', identity: 'spiffe://Mesh/x' }}]\n    tls: {{ mode: MESH }}\n"
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            r#"cluster "app": endpoints[0].identity: "orders" is not a SPIFFE id (spiffe://TRUST_DOMAIN/PATH)"#,
+            r#"cluster "app": endpoints[1].identity: invalid trust domain "Mesh": use lower-case letters, digits, '.', '-' and '_'"#,
+        ]
+    );
+}
+
+#[test]
+fn terminate_needs_certificates_with_valid_names_and_forwards_no_identity() {
+    let errs = errors_of(&tls_config("", "tls: { mode: TERMINATE }", ""));
+    assert_eq!(
+        errs,
+        vec![r#"listener "in": tls.certificates: required when tls.mode is TERMINATE"#]
+    );
+    let errs = errors_of(&tls_config(
+        "",
+        "tls: { mode: TERMINATE, certificates: [{ serverNames: ['a b.com'], certFile: c.pem, keyFile: k.pem }] }",
+        "",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            r#"listener "in": tls.certificates[0].serverNames[0]: invalid server name "a b.com" (a DNS name, or "*." and a DNS name)"#
+        ]
+    );
+    let errs = errors_of(&tls_config(
+        "",
+        "tls: { mode: TERMINATE, certificates: [{ serverNames: [shop.example.com] }] }",
+        "",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            r#"listener "in": tls.certificates[0].certFile: required"#,
+            r#"listener "in": tls.certificates[0].keyFile: required"#,
+        ]
+    );
+    let errs = errors_of(&tls_config(
+        "",
+        "tls: { mode: TERMINATE, forwardPeerIdentity: true, certificates: [{ serverNames: [shop.example.com], certFile: c.pem, keyFile: k.pem }] }",
+        "",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            r#"listener "in": tls.forwardPeerIdentity: TERMINATE asks no client certificate, so there is no identity to forward"#
+        ]
+    );
+    let errs = errors_of(&tls_config(
+        FILES_IDENTITY,
+        "tls: { mode: STRICT, certificates: [{ serverNames: [shop.example.com], certFile: c.pem, keyFile: k.pem }] }",
+        "",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            r#"listener "in": tls.certificates: only used with tls.mode TERMINATE (mesh mTLS uses the proxy's identity)"#
+        ]
+    );
+    // A good one needs no identity; names are lower-cased, wildcards kept, order kept.
+    let c = validate(
+        &from_yaml(&tls_config(
+            "",
+            "tls: { mode: TERMINATE, certificates: [{ serverNames: [Shop.Example.com, '*.example.com'], certFile: c.pem, keyFile: k.pem }, { serverNames: [other.org], certFile: o.pem, keyFile: ok.pem }] }",
+            "",
+        ))
+        .expect("parses"),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.listeners[0].tls,
+        Some(crate::tls::ListenerTls {
+            mode: crate::tls::TlsMode::Terminate,
+            forward_peer_identity: false,
+            certificates: vec![
+                crate::tls::ServerCertificate {
+                    server_names: vec!["shop.example.com".into(), "*.example.com".into()],
+                    cert_file: "c.pem".into(),
+                    key_file: "k.pem".into(),
+                },
+                crate::tls::ServerCertificate {
+                    server_names: vec!["other.org".into()],
+                    cert_file: "o.pem".into(),
+                    key_file: "ok.pem".into(),
+                },
+            ],
+        })
+    );
+}
+
+const MESH_TLS: &str = r#"
+identity:
+  trustDomain: mesh.local
+  files: { certFile: /etc/remora/cert.pem, keyFile: /etc/remora/key.pem, bundleFile: /etc/remora/bundle.pem }
+  expiryWarning: 3600s
+listeners:
+  - name: inbound
+    address: 0.0.0.0:4143
+    direction: INBOUND
+    protocol: HTTP
+    routeTable: inbound
+    tls: { mode: STRICT, forwardPeerIdentity: true }
+    authorization:
+      dryRun: true
+      policies:
+        - name: deny-legacy
+          action: DENY
+          rules: [{ identities: ["spiffe://mesh.local/ns/legacy/*"] }]
+        - name: allow-web
+          rules:
+            - identities: ["spiffe://mesh.local/ns/default/sa/web"]
+              sourceNetworks: ["10.1.2.3/8", "::1"]
+              paths: ["/api/*", /healthz]
+              methods: [get, POST]
+        - name: any-mesh
+          action: ALLOW
+          rules: [{ identities: ["*"] }]
+routeTables:
+  - name: inbound
+    virtualHosts:
+      - name: all
+        domains: ["*"]
+        routes: [{ name: r, forward: { cluster: orders } }]
+clusters:
+  - name: orders
+    endpoints:
+      - { address: "10.0.1.1:80", identity: "spiffe://mesh.local/ns/default/sa/orders-canary" }
+      - { address: "10.0.1.2:80" }
+    tls: { mode: MESH, identity: "spiffe://mesh.local/ns/default/sa/orders" }
+"#;
+
+#[test]
+fn a_mesh_tls_config_validates_with_its_values() {
+    use crate::authz::{Action, IdentityPattern, PathPattern};
+    use crate::tls::{ClusterTls, Identity, IdentitySource, ListenerTls, TlsMode};
+    let c = validate(&from_yaml(MESH_TLS).expect("parses")).expect("valid");
+    assert_eq!(
+        c.identity,
+        Some(Identity {
+            trust_domain: "mesh.local".into(),
+            source: IdentitySource::Files {
+                cert_file: "/etc/remora/cert.pem".into(),
+                key_file: "/etc/remora/key.pem".into(),
+                bundle_file: "/etc/remora/bundle.pem".into(),
+            },
+            expiry_warning: std::time::Duration::from_secs(3600),
+        })
+    );
+    let l = &c.listeners[0];
+    assert_eq!(
+        l.tls,
+        Some(ListenerTls {
+            mode: TlsMode::Strict,
+            forward_peer_identity: true,
+            certificates: vec![],
+        })
+    );
+    assert!(l.tls.as_ref().is_some_and(|t| t.mode.is_mesh()));
+
+    let a = l.authorization.as_ref().expect("authorization");
+    assert!(a.dry_run);
+    assert_eq!(
+        a.policies
+            .iter()
+            .map(|p| (&*p.name, p.action))
+            .collect::<Vec<_>>(),
+        vec![
+            ("deny-legacy", Action::Deny),
+            ("allow-web", Action::Allow),
+            ("any-mesh", Action::Allow),
+        ]
+    );
+    assert_eq!(
+        a.policies[0].rules[0].identities,
+        vec![IdentityPattern::Prefix(
+            "spiffe://mesh.local/ns/legacy/".into()
+        )]
+    );
+    let rule = &a.policies[1].rules[0];
+    assert_eq!(
+        rule.identities,
+        vec![IdentityPattern::Exact(
+            "spiffe://mesh.local/ns/default/sa/web".into()
+        )]
+    );
+    assert_eq!(
+        rule.source_networks,
+        vec![
+            "10.0.0.0/8".parse::<ipnet::IpNet>().expect("net"),
+            "::1/128".parse().expect("net"),
+        ],
+        "networks are truncated to their prefix; a bare address is a host"
+    );
+    assert_eq!(
+        rule.paths,
+        vec![
+            PathPattern::Prefix("/api/".into()),
+            PathPattern::Exact("/healthz".into())
+        ]
+    );
+    assert_eq!(rule.methods, vec![http::Method::GET, http::Method::POST]);
+    assert_eq!(
+        a.policies[2].rules[0].identities,
+        vec![IdentityPattern::Any]
+    );
+
+    let orders = &c.clusters[0];
+    assert_eq!(
+        orders.tls,
+        Some(ClusterTls::Mesh {
+            identity: Some("spiffe://mesh.local/ns/default/sa/orders".into())
+        })
+    );
+    assert_eq!(
+        orders.endpoints[0].identity.as_deref(),
+        Some("spiffe://mesh.local/ns/default/sa/orders-canary")
+    );
+    assert_eq!(orders.endpoints[1].identity, None);
+
+    // Not a dry run unless asked.
+    let enforcing = MESH_TLS.replace("dryRun: true", "dryRun: false");
+    let c = validate(&from_yaml(&enforcing).expect("parses")).expect("valid");
+    assert!(
+        !c.listeners[0]
+            .authorization
+            .as_ref()
+            .expect("authorization")
+            .dry_run
+    );
+}
+
+#[test]
+fn bad_authorization_rules_name_their_fields() {
+    let bad = MESH_TLS
+        .replace(
+            r#""spiffe://mesh.local/ns/legacy/*""#,
+            r#""spiffe://mesh.local/ns/leg*""#,
+        )
+        .replace("name: any-mesh", "name: allow-web")
+        .replace(r#""10.1.2.3/8""#, r#""10.1.2.3/33""#)
+        .replace("/healthz]", "healthz]")
+        .replace("[get, POST]", "[get, 'PO ST']");
+    let errs = errors_of(&bad);
+    let at = r#"listener "inbound": authorization.policies"#;
+    for want in [
+        format!(
+            r#"{at}[0].rules[0].identities[0]: "spiffe://mesh.local/ns/leg*": a wildcard must be a whole last segment"#
+        ),
+        format!(r#"{at}[1].rules[0].sourceNetworks[0]: invalid network "10.1.2.3/33""#),
+        format!(r#"{at}[1].rules[0].paths[1]: "healthz" must start with '/'"#),
+        format!(r#"{at}[1].rules[0].methods[1]: invalid method "PO ST""#),
+        format!(r#"{at}[2].name: duplicate policy "allow-web""#),
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(&want)),
+            "missing {want:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+}

@@ -539,3 +539,37 @@ fn a_route_can_force_sampling_and_connections_are_counted_closed() {
         },
     );
 }
+
+#[test]
+fn spans_carry_the_proxys_mesh_identity_in_their_resource() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spans.jsonl");
+    let collector = PyServer::start(
+        "otlp_collector.py",
+        &["--out", file.to_str().expect("path")],
+    );
+    let pki = remora_integration::pki::Pki::new("mesh.local");
+    let id = "spiffe://mesh.local/ns/default/sa/orders";
+    let certs = pki.issue("orders", id, remora_integration::pki::DAY);
+    let app = Upstream::start("app");
+    let mut yaml = sidecar(
+        &tracing_block(&collector.addr(), "orders", 1.0, 2048),
+        "INBOUND",
+        &[app.addr.to_string()],
+        "",
+    );
+    yaml.push_str(&remora_integration::pki::identity_yaml(
+        &certs,
+        "mesh.local",
+        "",
+    ));
+    let remora = Remora::start(&yaml);
+    let replies = send_all(gets(&format!("{}/who", remora.url("l")), 1), 1, false);
+    assert_eq!(replies[0].as_ref().expect("reply").status, 200);
+    let spans = wait_spans(&file, 1, "a span");
+    assert_eq!(
+        spans[0]["resource"]["remora.mesh.identity"], id,
+        "{spans:#?}"
+    );
+    assert_eq!(spans[0]["resource"]["service.name"], "orders");
+}

@@ -74,18 +74,27 @@ pub enum ClusterTls {
     },
 }
 
-/// Checks that `s` is `spiffe://TRUST_DOMAIN/PATH`.
+/// Checks that `s` is `spiffe://TRUST_DOMAIN/PATH` by the SPIFFE ID rules: a lower-case
+/// trust domain, and a path of non-empty segments of `[A-Za-z0-9.-_]`, none `.` or `..`.
 pub(crate) fn spiffe_id(s: &str) -> Result<(), String> {
-    let rest = s
-        .strip_prefix("spiffe://")
-        .ok_or_else(|| format!("{s:?} is not a SPIFFE id (spiffe://TRUST_DOMAIN/PATH)"))?;
-    let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if domain.is_empty() || path.is_empty() {
-        return Err(format!(
-            "{s:?} is not a SPIFFE id (spiffe://TRUST_DOMAIN/PATH)"
-        ));
+    let bad = || format!("{s:?} is not a SPIFFE id (spiffe://TRUST_DOMAIN/PATH)");
+    let rest = s.strip_prefix("spiffe://").ok_or_else(bad)?;
+    let (domain, path) = rest.split_once('/').ok_or_else(bad)?;
+    trust_domain(domain)?;
+    for seg in path.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !ok {
+            return Err(format!(
+                "{s:?}: bad path segment {seg:?} (SPIFFE ids use [A-Za-z0-9.-_])"
+            ));
+        }
     }
-    trust_domain(domain)
+    Ok(())
 }
 
 fn trust_domain(s: &str) -> Result<(), String> {

@@ -79,9 +79,9 @@ pub async fn serve(
         match accepted {
             Inbound::Tls(accepted) => {
                 info.peer_identity = accepted.identity.as_deref().map(Arc::from);
-                if tls.settings.mode.is_mesh() {
-                    info.mtls = Some(tls.settings.forward_peer_identity);
-                }
+                // Any TLS listener removes a client's own identity header (TERMINATE has
+                // no identity to forward).
+                info.mtls = Some(tls.settings.forward_peer_identity);
                 let decrypted = Decrypted {
                     proxy: proxy.clone(),
                     target,

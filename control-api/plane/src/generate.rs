@@ -108,9 +108,13 @@ fn sidecar_config(model: &Model, sidecar: &Sidecar, resolved: &Resolved) -> Conf
     for name in clusters {
         if let Some(entry) = model.services.get(&name) {
             let mut c = cluster(&entry.value, resolved);
-            // Services with sidecars are called over mTLS, holding them to their identity.
+            // Services whose sidecars accept inbound traffic are called over mTLS, holding
+            // them to their identity.
             if let Some(m) = mtls
-                && model.sidecars.contains_key(&name)
+                && model
+                    .sidecars
+                    .get(&name)
+                    .is_some_and(|s| s.value.inbound.is_some())
             {
                 c.tls = Some(ClusterTls {
                     mode: ClusterTlsMode::Mesh as i32,

@@ -346,8 +346,15 @@ impl Model {
             let td = &e.value.trust_domain;
             if td.is_empty() {
                 r.push("trustDomain", "required, e.g. \"mesh.local\"");
-            } else if remora_certs::SpiffeId::parse(&format!("spiffe://{td}/x")).is_err() {
-                r.push("trustDomain", format!("invalid trust domain {td:?}"));
+            } else if remora_certs::SpiffeId::parse(&format!("spiffe://{td}/x"))
+                .map_or(true, |id| id.trust_domain() != td)
+            {
+                r.push(
+                    "trustDomain",
+                    format!(
+                        "invalid trust domain {td:?}: use lower-case letters, digits, '.', '-' and '_'"
+                    ),
+                );
             }
             let mode = e.value.mode;
             if mode != 0
@@ -360,13 +367,19 @@ impl Model {
                 );
             }
             for (key, s) in &self.services {
-                if !s.value.identity.is_empty()
-                    && !s.value.identity.starts_with(&format!("spiffe://{td}/"))
-                {
-                    Reporter::new(&s.origin, "service", key, &mut errors).push(
-                        "identity",
-                        format!("must be a SPIFFE id in trust domain {td:?}"),
-                    );
+                let id = &s.value.identity;
+                if id.is_empty() {
+                    continue;
+                }
+                let problem = match remora_certs::SpiffeId::parse(id) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(parsed) if parsed.trust_domain() != td => {
+                        Some(format!("{id:?} is not in the mesh's trust domain {td:?}"))
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(p) = problem {
+                    Reporter::new(&s.origin, "service", key, &mut errors).push("identity", p);
                 }
             }
         }

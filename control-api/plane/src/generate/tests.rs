@@ -295,3 +295,238 @@ fn a_bad_resilience_setting_is_refused_by_the_control_plane() {
         "{text}"
     );
 }
+
+const MTLS_MESH: &str = r#"
+mtls: { trustDomain: mesh.local }
+services:
+  - { name: web, endpoints: [{ address: "10.0.0.1:4143" }] }
+  - { name: orders, endpoints: [{ address: "10.0.1.1:4143" }] }
+  - { name: users, endpoints: [{ address: "10.0.3.1:4143" }], identity: "spiffe://mesh.local/ns/accounts/sa/users-api" }
+  - { name: legacy, endpoints: [{ address: "10.0.9.1:80" }] }
+sidecars:
+  - service: web
+    inbound: { address: "0.0.0.0:4143", app: "127.0.0.1:8080", forwardPeerIdentity: true }
+    upstreams:
+      - { service: orders, address: "127.0.0.1:7001" }
+      - { service: users, address: "127.0.0.1:7002", protocol: TCP }
+      - { service: legacy, address: "127.0.0.1:7003" }
+  - service: orders
+    inbound:
+      address: "0.0.0.0:4143"
+      app: "127.0.0.1:8080"
+      authorization:
+        dryRun: true
+        policies:
+          - name: web-only
+            rules: [{ identities: ["spiffe://mesh.local/ns/default/sa/web"], methods: [GET] }]
+  - service: users
+    inbound: { address: "0.0.0.0:4143", app: "127.0.0.1:8081" }
+"#;
+
+fn cluster_tls<'a>(c: &'a Config, name: &str) -> Option<&'a ClusterTls> {
+    c.clusters
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cluster {name:?}"))
+        .tls
+        .as_ref()
+}
+
+fn inbound_listener(c: &Config) -> &Listener {
+    c.listeners
+        .iter()
+        .find(|l| l.name == INBOUND_LISTENER)
+        .unwrap()
+}
+
+#[test]
+fn mtls_gives_identity_inbound_tls_and_mesh_clusters_for_sidecars() {
+    let m = model(MTLS_MESH);
+    let pc = generate(&m, "web");
+    let c = &pc.config;
+    assert_eq!(
+        c.identity,
+        Some(Identity {
+            trust_domain: "mesh.local".into(),
+            source: Some(identity::Source::ControlPlane(true)),
+            expiry_warning: None,
+        })
+    );
+    assert_eq!(
+        inbound_listener(c).tls,
+        Some(ListenerTls {
+            mode: TlsMode::Strict as i32,
+            forward_peer_identity: true,
+            certificates: vec![],
+        })
+    );
+    assert!(
+        c.listeners
+            .iter()
+            .filter(|l| l.name != INBOUND_LISTENER)
+            .all(|l| l.tls.is_none()),
+        "outbound listeners take the app's plaintext"
+    );
+    assert_eq!(
+        cluster_tls(c, "orders"),
+        Some(&ClusterTls {
+            mode: ClusterTlsMode::Mesh as i32,
+            identity: "spiffe://mesh.local/ns/default/sa/orders".into(),
+            ..ClusterTls::default()
+        })
+    );
+    assert_eq!(
+        cluster_tls(c, "users"),
+        Some(&ClusterTls {
+            mode: ClusterTlsMode::Mesh as i32,
+            identity: "spiffe://mesh.local/ns/accounts/sa/users-api".into(),
+            ..ClusterTls::default()
+        }),
+        "an explicit service identity (and a TCP upstream is meshed too)"
+    );
+    assert_eq!(
+        cluster_tls(c, "legacy"),
+        None,
+        "no sidecar entry: stays plaintext"
+    );
+    assert_eq!(
+        cluster_tls(c, INBOUND_CLUSTER),
+        None,
+        "the local app is plaintext"
+    );
+
+    // As the proxy will read it.
+    let v = remora_control_api::validate(c).unwrap();
+    let id = v.identity.as_ref().unwrap();
+    assert_eq!(id.trust_domain, "mesh.local");
+    assert_eq!(
+        id.source,
+        remora_control_api::tls::IdentitySource::ControlPlane
+    );
+    let orders = v.clusters.iter().find(|c| &*c.name == "orders").unwrap();
+    assert_eq!(
+        orders.tls,
+        Some(remora_control_api::tls::ClusterTls::Mesh {
+            identity: Some("spiffe://mesh.local/ns/default/sa/orders".into())
+        })
+    );
+    let inbound = v
+        .listeners
+        .iter()
+        .find(|l| &*l.name == INBOUND_LISTENER)
+        .unwrap();
+    assert_eq!(
+        inbound
+            .tls
+            .as_ref()
+            .map(|t| (t.mode, t.forward_peer_identity)),
+        Some((remora_control_api::tls::TlsMode::Strict, true))
+    );
+}
+
+#[test]
+fn mtls_copies_the_inbound_authorization() {
+    let m = model(MTLS_MESH);
+    let pc = generate(&m, "orders");
+    let inbound = inbound_listener(&pc.config);
+    let from_model = m.sidecars["orders"]
+        .value
+        .inbound
+        .as_ref()
+        .unwrap()
+        .authorization
+        .clone();
+    assert!(from_model.is_some());
+    assert_eq!(inbound.authorization, from_model);
+    let a = inbound.authorization.as_ref().unwrap();
+    assert!(a.dry_run);
+    assert_eq!(a.policies.len(), 1);
+    assert_eq!(a.policies[0].name, "web-only");
+    assert_eq!(
+        a.policies[0].rules[0].identities,
+        vec!["spiffe://mesh.local/ns/default/sa/web".to_owned()]
+    );
+    assert_eq!(
+        inbound
+            .tls
+            .as_ref()
+            .map(|t| (t.mode, t.forward_peer_identity)),
+        Some((TlsMode::Strict as i32, false))
+    );
+    // The proxy reads the same policy.
+    let v = remora_control_api::validate(&pc.config).unwrap();
+    let a = v
+        .listeners
+        .iter()
+        .find(|l| &*l.name == INBOUND_LISTENER)
+        .unwrap()
+        .authorization
+        .as_ref()
+        .unwrap();
+    assert!(a.dry_run);
+    assert_eq!(&*a.policies[0].name, "web-only");
+    assert_eq!(
+        a.policies[0].action,
+        remora_control_api::authz::Action::Allow
+    );
+    assert_eq!(a.policies[0].rules[0].methods, vec![http::Method::GET]);
+    // A sidecar without a policy gets none.
+    assert!(
+        inbound_listener(&generate(&m, "users").config)
+            .authorization
+            .is_none()
+    );
+}
+
+#[test]
+fn mtls_mode_sets_the_inbound_listener_mode() {
+    for (mtls, want) in [
+        (
+            "{ trustDomain: mesh.local, mode: PERMISSIVE }",
+            TlsMode::Permissive,
+        ),
+        ("{ trustDomain: mesh.local, mode: STRICT }", TlsMode::Strict),
+        ("{ trustDomain: mesh.local }", TlsMode::Strict),
+    ] {
+        let mesh = MTLS_MESH.replace("{ trustDomain: mesh.local }", mtls);
+        let pc = generate(&model(&mesh), "web");
+        assert_eq!(
+            inbound_listener(&pc.config).tls.as_ref().map(|t| t.mode),
+            Some(want as i32),
+            "{mtls}"
+        );
+        // The mode is the inbound side's only; callers always use MESH.
+        assert_eq!(
+            cluster_tls(&pc.config, "orders").map(|t| t.mode),
+            Some(ClusterTlsMode::Mesh as i32),
+            "{mtls}"
+        );
+    }
+}
+
+#[test]
+fn without_mtls_nothing_has_tls_or_identity() {
+    let mesh = MTLS_MESH.replace("mtls: { trustDomain: mesh.local }\n", "");
+    assert_ne!(mesh, MTLS_MESH);
+    let m = model(&mesh);
+    for service in ["web", "orders", "users"] {
+        let pc = generate(&m, service);
+        let c = &pc.config;
+        assert!(c.identity.is_none(), "{service}");
+        assert!(c.listeners.iter().all(|l| l.tls.is_none()), "{service}");
+        assert!(c.clusters.iter().all(|c| c.tls.is_none()), "{service}");
+        assert_ne!(
+            pc.config_version,
+            generate(&model(MTLS_MESH), service).config_version,
+            "turning mTLS on is a config change ({service})"
+        );
+    }
+    // The policy is still sent (source networks work without mTLS).
+    assert_eq!(
+        inbound_listener(&generate(&m, "orders").config)
+            .authorization
+            .as_ref()
+            .map(|a| a.policies[0].name.as_str()),
+        Some("web-only")
+    );
+}

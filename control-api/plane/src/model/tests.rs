@@ -237,3 +237,158 @@ fn directory_loading_skips_hidden_and_other_files_and_reports_parse_errors() {
     assert!(e[0].contains("servces"), "{e:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const MTLS_SERVICES: &str = r#"
+services:
+  - { name: orders, endpoints: [{ address: "10.0.0.1:80" }] }
+  - { name: users, endpoints: [{ address: "10.0.0.2:80" }], identity: "spiffe://mesh.local/ns/accounts/sa/users" }
+"#;
+
+#[test]
+fn a_valid_mtls_section_is_kept_with_its_origin() {
+    let m = build(
+        &[
+            doc("mesh/a.yaml", MTLS_SERVICES),
+            doc(
+                "mesh/mtls.yaml",
+                "mtls: { trustDomain: mesh.local, mode: PERMISSIVE }",
+            ),
+        ],
+        &Mesh::default(),
+    )
+    .unwrap();
+    let mtls = m.mtls.as_ref().unwrap();
+    assert_eq!(mtls.origin, "mesh/mtls.yaml");
+    assert_eq!(mtls.value.trust_domain, "mesh.local");
+    assert_eq!(
+        mtls.value.mode,
+        remora_control_api::proto::TlsMode::Permissive as i32
+    );
+    let m = build(&[doc("mesh/a.yaml", MTLS_SERVICES)], &Mesh::default()).unwrap();
+    assert!(m.mtls.is_none());
+}
+
+#[test]
+fn mtls_needs_a_valid_trust_domain() {
+    let e = errors(&[doc("m.yaml", "mtls: { mode: STRICT }")]);
+    assert_eq!(
+        e,
+        vec![r#"m.yaml: mtls: trustDomain: required, e.g. "mesh.local""#]
+    );
+    let e = errors(&[doc("m.yaml", "mtls: { trustDomain: Mesh.Local }")]);
+    assert_eq!(
+        e,
+        vec![
+            r#"m.yaml: mtls: trustDomain: invalid trust domain "Mesh.Local": use lower-case letters, digits, '.', '-' and '_'"#
+        ]
+    );
+}
+
+/// A `/` in the trust domain must not slip into the path of the id built to check it.
+#[test]
+fn mtls_trust_domain_with_a_slash_is_rejected() {
+    let e = build(
+        &[doc("m.yaml", "mtls: { trustDomain: 'mesh.local/x' }")],
+        &Mesh::default(),
+    )
+    .map(|_| ())
+    .map_err(|e| e.lines());
+    assert_eq!(
+        e,
+        Err(vec![
+            r#"m.yaml: mtls: trustDomain: invalid trust domain "mesh.local/x": use lower-case letters, digits, '.', '-' and '_'"#.to_owned()
+        ])
+    );
+}
+
+#[test]
+fn mtls_mode_is_strict_or_permissive() {
+    for mode in ["TERMINATE", "DISABLED"] {
+        let e = errors(&[doc(
+            "m.yaml",
+            &format!("mtls: {{ trustDomain: mesh.local, mode: {mode} }}"),
+        )]);
+        assert_eq!(
+            e,
+            vec!["m.yaml: mtls: mode: use STRICT or PERMISSIVE (remove `mtls` for plaintext)"],
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn mtls_defined_in_two_documents_names_both() {
+    let e = errors(&[
+        doc("mesh/a.yaml", "mtls: { trustDomain: mesh.local }"),
+        doc("mesh/b.yaml", "mtls: { trustDomain: mesh.local }"),
+    ]);
+    assert_eq!(
+        e,
+        vec!["mesh/b.yaml: mtls: defined twice: also in mesh/a.yaml"]
+    );
+    // The overlay replaces it instead.
+    let overlay = parse("mtls: { trustDomain: other.local }").unwrap();
+    let m = build(
+        &[doc("mesh/a.yaml", "mtls: { trustDomain: mesh.local }")],
+        &overlay,
+    )
+    .unwrap();
+    let mtls = m.mtls.unwrap();
+    assert_eq!(
+        (mtls.origin.as_str(), mtls.value.trust_domain.as_str()),
+        (OVERLAY_ORIGIN, "other.local")
+    );
+}
+
+#[test]
+fn a_service_identity_must_be_in_the_trust_domain() {
+    for bad in [
+        "spiffe://other.org/ns/default/sa/orders",
+        "spiffe://mesh.local.evil/ns/default/sa/orders",
+        "orders",
+    ] {
+        let e = errors(&[
+            doc("mesh/mtls.yaml", "mtls: { trustDomain: mesh.local }"),
+            doc(
+                "mesh/orders.yaml",
+                &format!("services: [{{ name: orders, identity: '{bad}' }}]"),
+            ),
+        ]);
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        let (prefix, why) = (r#"mesh/orders.yaml: service "orders": identity: "#, &e[0]);
+        assert!(
+            why.starts_with(prefix)
+                && (why.contains(r#"is not in the mesh's trust domain "mesh.local""#)
+                    || why.contains("invalid SPIFFE id")),
+            "{bad}: {why}"
+        );
+    }
+}
+
+/// A service identity must be a whole SPIFFE id (the CA could not sign a bad one).
+#[test]
+fn a_service_identity_must_be_a_valid_spiffe_id() {
+    let accepted: Vec<&str> = [
+        "spiffe://mesh.local/ns//sa/orders",
+        "spiffe://mesh.local/ns/default/sa/orders v2",
+    ]
+    .into_iter()
+    .filter(|bad| {
+        let e = build(
+            &[
+                doc("mesh/mtls.yaml", "mtls: { trustDomain: mesh.local }"),
+                doc(
+                    "mesh/orders.yaml",
+                    &format!("services: [{{ name: orders, identity: '{bad}' }}]"),
+                ),
+            ],
+            &Mesh::default(),
+        );
+        !matches!(e, Err(e) if e.lines().iter().any(|l| l.starts_with(r#"mesh/orders.yaml: service "orders": identity: "#)))
+    })
+    .collect();
+    assert!(
+        accepted.is_empty(),
+        "invalid SPIFFE ids accepted as service identities: {accepted:?}"
+    );
+}

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod listener;
 pub mod load;
 pub mod proto;

@@ -48,6 +48,7 @@ pub struct Listener {
     pub access_log: Option<AccessLog>,
     pub tls: Option<ListenerTls>,
     pub authorization: Option<crate::authz::Authorization>,
+    pub connection_limits: Option<crate::limits::ConnectionLimits>,
 }
 
 pub use crate::tls::{ListenerTls, ServerCertificate, TlsMode};
@@ -178,5 +179,10 @@ pub(crate) fn validate(l: &proto::Listener, errs: &mut Errors<'_>) -> Option<Lis
         access_log,
         tls,
         authorization,
+        connection_limits: l
+            .connection_limits
+            .as_ref()
+            .map(crate::limits::connection_limits)
+            .filter(|c| *c != crate::limits::ConnectionLimits::default()),
     })
 }

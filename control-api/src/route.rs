@@ -51,6 +51,8 @@ pub struct Route {
     pub hedge: Option<HedgePolicy>,
     pub stream_idle_timeout: Duration,
     pub force_trace: bool,
+    pub rate_limits: Vec<crate::limits::RateLimit>,
+    pub fault: Option<crate::limits::Fault>,
 }
 
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -281,6 +283,12 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         format!("{at}.streamIdleTimeout"),
         util::positive_duration(r.stream_idle_timeout.as_ref(), DEFAULT_STREAM_IDLE_TIMEOUT),
     );
+    let errors_before = errs.count();
+    let rate_limits = crate::limits::rate_limits(&r.rate_limits, errs, &format!("{at}."));
+    let fault = r.fault.as_ref().map(|f| crate::limits::fault(f, at, errs));
+    if errs.count() > errors_before {
+        return None;
+    }
     Some(Route {
         name,
         matcher: matcher?,
@@ -292,6 +300,8 @@ fn route(r: &proto::Route, at: &str, errs: &mut Errors<'_>) -> Option<Route> {
         hedge: hedge.map_or(Some(None), |h| h.map(Some))?,
         stream_idle_timeout: stream_idle_timeout?,
         force_trace: r.force_trace,
+        rate_limits,
+        fault,
     })
 }
 

@@ -1,7 +1,8 @@
 //! Remora's policy, free of sockets and runtime wiring: what to do with a request, not how to
 //! move its bytes.
 //!
-//! - [`authz`]: inbound authorization decisions.
+//! - [`authz`]: inbound authorization decisions; [`ratelimit`] (GCRA token buckets, keyed
+//!   in a bounded LRU) and [`fault`] (abort and delay injection).
 //! - [`router`]: virtual host by authority, then the first route whose match holds.
 //! - [`split`]: weighted choice among a route's clusters.
 //! - [`balance`]: endpoint choice within a cluster (P2C over peak-EWMA, round robin, random,
@@ -15,10 +16,12 @@ pub mod authz;
 pub mod balance;
 pub mod breaker;
 pub mod budget;
+pub mod fault;
 pub mod hash;
 pub mod health;
 pub mod latency;
 pub mod outlier;
+pub mod ratelimit;
 pub mod retry;
 pub mod rewrite;
 pub mod router;

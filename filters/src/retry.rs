@@ -73,6 +73,21 @@ pub mod grpc {
     pub const UNIMPLEMENTED: u32 = 12;
     pub const INTERNAL: u32 = 13;
     pub const UNAVAILABLE: u32 = 14;
+    pub const UNKNOWN: u32 = 2;
+    pub const UNAUTHENTICATED: u32 = 16;
+
+    /// The gRPC code for an HTTP status, as gRPC clients map a non-gRPC answer
+    /// (grpc/doc/http-grpc-status-mapping.md).
+    pub fn from_http_status(status: u16) -> u32 {
+        match status {
+            400 => INTERNAL,
+            401 => UNAUTHENTICATED,
+            403 => PERMISSION_DENIED,
+            404 => UNIMPLEMENTED,
+            429 | 502 | 503 | 504 => UNAVAILABLE,
+            _ => UNKNOWN,
+        }
+    }
 }
 
 /// The `grpc-status` of a response's headers, when it is a gRPC answer that has one.

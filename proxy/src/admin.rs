@@ -85,6 +85,7 @@ fn route(req: &Request<Incoming>, proxy: &Proxy) -> Response<Body> {
             let mut text = proxy.metrics.encode();
             endpoint_metrics(proxy, &mut text);
             crate::identity::write_metrics(&proxy.mesh_identity, &mut text);
+            rate_limit_metrics(proxy, &mut text);
             let mut rsp = Response::new(Full::new(Bytes::from(text)).boxed());
             rsp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -179,6 +180,34 @@ fn clusters(proxy: &Proxy) -> serde_json::Value {
 }
 
 /// How a per-endpoint gauge reads its value.
+/// Buckets held per keyed rate limit, read at scrape time (never above the limit's
+/// `maxKeys`).
+fn rate_limit_metrics(proxy: &Proxy, out: &mut String) {
+    use std::fmt::Write as _;
+    let snap = proxy.snapshot.load();
+    // Same-named routes of different tables share a series (as in the other route metrics).
+    let mut rows: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for l in snap.route_policy.values().flat_map(|p| p.limiters.iter()) {
+        *rows
+            .entry((l.route.0.to_string(), l.settings.name.to_string()))
+            .or_default() += l.keys();
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP remora_rate_limit_keys Buckets held by a route's rate limit (one per key; at most its maxKeys)
+# TYPE remora_rate_limit_keys gauge"
+    );
+    for ((route, limit), n) in rows {
+        let _ = writeln!(
+            out,
+            "remora_rate_limit_keys{{route=\"{route}\",limit=\"{limit}\"}} {n}"
+        );
+    }
+}
+
 type EndpointValue = fn(&crate::upstream::EndpointState, std::time::Instant) -> f64;
 
 /// Per-endpoint gauges, read from the live state at scrape time (nothing is updated per

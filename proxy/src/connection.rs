@@ -42,6 +42,24 @@ pub async fn serve(
     let drain_timeout = snapshot.drain_timeout;
     let tls = snapshot.tls.get(&listener).cloned();
     drop(snapshot);
+    let _slot = match &target.conn_limits {
+        None => None,
+        Some(limits) => match limits.admit(client.ip()) {
+            Ok(slot) => Some(slot),
+            Err(reason) => {
+                proxy
+                    .metrics
+                    .connections_rejected
+                    .get_or_create(&crate::metrics::ConnLimitLabels {
+                        listener: target.label.clone(),
+                        reason,
+                    })
+                    .inc();
+                tracing::debug!(%listener, %client, reason, "connection over the listener's limits; closing");
+                return;
+            }
+        },
+    };
     let labels = ListenerLabels {
         direction: target.listener.direction.as_str(),
         listener: target.label.clone(),

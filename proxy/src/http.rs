@@ -7,6 +7,7 @@ pub mod forward;
 pub mod h1_server;
 pub mod headers;
 pub mod idle;
+pub mod limit;
 pub mod proxy;
 pub mod replay;
 pub mod retry;

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod app;
 pub mod apply;
 pub mod cli;
+pub mod conn_limit;
 pub mod connection;
 pub mod control;
 pub mod detect;

@@ -60,6 +60,25 @@ pub struct IdentityLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub route: Name,
+    pub limit: Name,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub route: Name,
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnLimitLabels {
+    pub listener: Name,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct AuthzLabels {
     pub listener: Name,
     pub policy: Name,
@@ -157,6 +176,9 @@ pub struct Metrics {
     pub upstream_tls_handshakes: Family<ClusterReasonLabels, Counter>,
     pub identity_updates: Family<IdentityLabels, Counter>,
     pub authz_decisions: Family<AuthzLabels, Counter>,
+    pub rate_limited: Family<RateLimitLabels, Counter>,
+    pub connections_rejected: Family<ConnLimitLabels, Counter>,
+    pub faults: Family<FaultLabels, Counter>,
     pub request_bytes: Family<BytesLabels, Counter>,
     pub response_bytes: Family<BytesLabels, Counter>,
 }
@@ -369,8 +391,29 @@ impl Metrics {
             "Inbound authorization decisions by listener, policy (or default-deny) and decision: allow, deny, would-deny (dry run)",
             authz_decisions.clone(),
         );
+        let rate_limited = Family::default();
+        registry.register(
+            "rate_limited",
+            "Requests over a route's rate limit, by route, limit and result: limited (answered 429), shadow (counted, let through)",
+            rate_limited.clone(),
+        );
+        let connections_rejected = Family::default();
+        registry.register(
+            "connections_rejected",
+            "Connections closed at accept by a listener's connection limits, by reason: per-second, max-connections, max-connections-per-client",
+            connections_rejected.clone(),
+        );
+        let faults = Family::default();
+        registry.register(
+            "faults_injected",
+            "Faults injected by routes, by kind: abort, delay",
+            faults.clone(),
+        );
         Self {
             registry,
+            rate_limited,
+            connections_rejected,
+            faults,
             tls_handshakes,
             upstream_tls_handshakes,
             identity_updates,

@@ -30,6 +30,8 @@ pub struct Snapshot {
     /// Latency estimates of routes that hedge after their observed p95, by the route's
     /// address in its router (stable while the snapshot lives).
     pub route_latency: HashMap<usize, Arc<LatencyEstimate>>,
+    /// Rate limiters and faults of the routes that have them, by route address.
+    pub route_policy: HashMap<usize, Arc<crate::http::limit::RoutePolicy>>,
     /// Set by [`crate::apply`] when the configuration has `tracing`.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
     /// Listeners with an access log, set by [`crate::apply`].
@@ -46,6 +48,7 @@ pub struct ListenerTarget {
     pub label: Name,
     pub router: Option<Arc<Router>>,
     pub cluster: Option<Arc<ClusterTarget>>,
+    pub conn_limits: Option<Arc<crate::conn_limit::ConnLimiter>>,
 }
 
 #[derive(Debug)]
@@ -74,6 +77,7 @@ impl Snapshot {
             listeners: HashMap::new(),
             clusters: HashMap::new(),
             route_latency: HashMap::new(),
+            route_policy: HashMap::new(),
             tracer: None,
             access_logs: HashMap::new(),
             tap_enabled: false,
@@ -132,9 +136,36 @@ impl Snapshot {
             .map(|t| (t.name.clone(), Arc::new(Router::new(t))))
             .collect();
         let mut route_latency = HashMap::new();
+        let mut route_policy = HashMap::new();
         for router in routers.values() {
             for vhost in &router.table().virtual_hosts {
                 for route in &vhost.routes {
+                    if !route.rate_limits.is_empty() || route.fault.is_some() {
+                        let label = Name(route.name.clone());
+                        let limiters: Vec<_> = route
+                            .rate_limits
+                            .iter()
+                            .map(|l| {
+                                let key = format!(
+                                    "{}/{}/{}/{}",
+                                    router.name(),
+                                    vhost.name,
+                                    route.name,
+                                    l.name
+                                );
+                                registry.stage_limit(&mut staged, key, l, &label, metrics)
+                            })
+                            .collect();
+                        route_policy.insert(
+                            Arc::as_ptr(route) as usize,
+                            Arc::new(crate::http::limit::RoutePolicy {
+                                limiters: limiters.into(),
+                                fault: route.fault.as_ref().map(|f| {
+                                    crate::http::limit::FaultLayer::new(f, &label, metrics)
+                                }),
+                            }),
+                        );
+                    }
                     if route.hedge.is_some_and(|h| h.delay.is_none()) {
                         let key = format!("{}/{}/{}", router.name(), vhost.name, route.name);
                         route_latency.insert(
@@ -150,6 +181,9 @@ impl Snapshot {
             .into_iter()
             .map(|l| {
                 let target = ListenerTarget {
+                    conn_limits: l
+                        .connection_limits
+                        .map(|c| registry.stage_conn_limits(&mut staged, &l.name, c)),
                     label: (&l.name).into(),
                     router: l.route_table.as_ref().and_then(|t| routers.get(t).cloned()),
                     cluster: l.cluster.as_ref().and_then(|c| clusters.get(c).cloned()),
@@ -167,6 +201,7 @@ impl Snapshot {
             listeners,
             clusters,
             route_latency,
+            route_policy,
             tracer: None,
             access_logs: HashMap::new(),
             tap_enabled: config.tap,

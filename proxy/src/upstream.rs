@@ -150,6 +150,8 @@ pub struct Registry {
     endpoints: Mutex<HashMap<Key, Arc<EndpointState>>>,
     clusters: Mutex<HashMap<Arc<str>, Arc<ClusterState>>>,
     routes: Mutex<HashMap<String, Arc<LatencyEstimate>>>,
+    limits: Mutex<HashMap<String, Arc<crate::http::limit::Limiter>>>,
+    conn_limits: Mutex<HashMap<Arc<str>, Arc<crate::conn_limit::ConnLimiter>>>,
 }
 
 /// The endpoint set a new snapshot will use; committed only if the snapshot is applied.
@@ -158,6 +160,8 @@ pub struct Staged {
     endpoints: HashMap<Key, Arc<EndpointState>>,
     clusters: HashMap<Arc<str>, Arc<ClusterState>>,
     routes: HashMap<String, Arc<LatencyEstimate>>,
+    limits: HashMap<String, Arc<crate::http::limit::Limiter>>,
+    conn_limits: HashMap<Arc<str>, Arc<crate::conn_limit::ConnLimiter>>,
 }
 
 impl Registry {
@@ -224,6 +228,56 @@ impl Registry {
             .clone()
     }
 
+    /// A route's rate limiter ("table/vhost/route/limit"): the running one while its
+    /// settings are unchanged (its buckets keep their levels), else a new one that keeps the
+    /// buckets when only the numbers changed.
+    pub fn stage_limit(
+        &self,
+        staged: &mut Staged,
+        key: String,
+        settings: &remora_control_api::limits::RateLimit,
+        route: &crate::metrics::Name,
+        metrics: &Metrics,
+    ) -> Arc<crate::http::limit::Limiter> {
+        let existing = self
+            .limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let limiter = match existing {
+            Some(l) if l.settings == *settings => l,
+            previous => Arc::new(crate::http::limit::Limiter::new(
+                settings,
+                previous.as_deref(),
+                route,
+                metrics,
+            )),
+        };
+        staged.limits.insert(key, limiter.clone());
+        limiter
+    }
+
+    /// A listener's connection limiter: the running one while its settings are unchanged.
+    pub fn stage_conn_limits(
+        &self,
+        staged: &mut Staged,
+        listener: &Arc<str>,
+        settings: remora_control_api::limits::ConnectionLimits,
+    ) -> Arc<crate::conn_limit::ConnLimiter> {
+        let existing = self
+            .conn_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(listener)
+            .cloned()
+            .filter(|l| l.settings == settings);
+        let limiter =
+            existing.unwrap_or_else(|| Arc::new(crate::conn_limit::ConnLimiter::new(settings)));
+        staged.conn_limits.insert(listener.clone(), limiter.clone());
+        limiter
+    }
+
     /// Makes the staged set current; endpoints not in it are dropped (their pools close once
     /// in-flight requests finish), and an ejected one gives its cluster's ejection slot back.
     pub fn commit(&self, staged: Staged) {
@@ -244,6 +298,11 @@ impl Registry {
         }
         *self.clusters.lock().unwrap_or_else(PoisonError::into_inner) = staged.clusters;
         *self.routes.lock().unwrap_or_else(PoisonError::into_inner) = staged.routes;
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = staged.limits;
+        *self
+            .conn_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = staged.conn_limits;
     }
 
     pub fn evict_idle(

@@ -202,6 +202,7 @@ fn listener(
         access_log: None,
         tls: None,
         authorization: None,
+        connection_limits: None,
     }
 }
 

@@ -12,6 +12,7 @@ mod demo;
 mod errors;
 mod http_proxy;
 mod idle;
+mod limits;
 mod mesh_tls;
 mod mtls;
 mod peers;

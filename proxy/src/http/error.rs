@@ -36,6 +36,10 @@ pub enum ProxyError {
     ConnectNotSupported,
     #[error("denied by authorization policy {0:?}")]
     Unauthorized(std::sync::Arc<str>),
+    #[error("over the rate limit {:?}; retry in {}s", .0.policy, .0.retry_after_secs)]
+    RateLimited(Box<crate::http::limit::Limited>),
+    #[error("fault injected by the route's policy")]
+    FaultAbort(remora_filters::fault::Abort),
 }
 
 impl ProxyError {
@@ -57,6 +61,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::ConnectNotSupported => "connect-not-supported",
             ProxyError::Unauthorized(_) => "unauthorized",
+            ProxyError::RateLimited(_) => "rate-limited",
+            ProxyError::FaultAbort(_) => "fault-injected",
         }
     }
 
@@ -72,6 +78,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ConnectNotSupported => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized(_) => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::FaultAbort(a) => a.http_status,
         }
     }
 
@@ -85,6 +93,10 @@ impl ProxyError {
             }
             ProxyError::BadRequest(_) | ProxyError::ConnectNotSupported => grpc::INTERNAL,
             ProxyError::Unauthorized(_) => grpc::PERMISSION_DENIED,
+            ProxyError::RateLimited(_) => grpc::RESOURCE_EXHAUSTED,
+            ProxyError::FaultAbort(a) => a
+                .grpc_status
+                .unwrap_or_else(|| grpc::from_http_status(a.http_status.as_u16())),
             _ => grpc::UNAVAILABLE,
         }
     }
@@ -100,6 +112,7 @@ impl ProxyError {
             HeaderValue::from_static("application/grpc"),
         );
         h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+        self.limit_headers(h);
         // grpc-message is percent-encoded; the reason and message are ASCII here.
         let msg: String = format!("{}: {self}", self.reason())
             .bytes()
@@ -117,11 +130,36 @@ impl ProxyError {
         rsp
     }
 
+    /// `retry-after` and the IETF `ratelimit-policy` / `ratelimit` fields
+    /// (draft-ietf-httpapi-ratelimit-headers) on a rate-limited answer.
+    fn limit_headers(&self, h: &mut http::HeaderMap) {
+        let ProxyError::RateLimited(l) = self else {
+            return;
+        };
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(l.retry_after_secs),
+        );
+        // Policy names are validated resource names: valid in a structured-field string.
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "\"{}\";q={};w={}",
+            l.policy, l.quota, l.window_secs
+        )) {
+            h.insert("ratelimit-policy", v);
+        }
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("\"{}\";r=0;t={}", l.policy, l.retry_after_secs))
+        {
+            h.insert("ratelimit", v);
+        }
+    }
+
     pub fn into_response(self) -> Response<ProxyBody> {
         let mut rsp = Response::new(ProxyBody::full(format!("{}: {self}\n", self.reason())));
         *rsp.status_mut() = self.status();
         let h = rsp.headers_mut();
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
+        self.limit_headers(h);
         if matches!(self, ProxyError::ConnectNotSupported) {
             // RFC 9110 15.5.6: a 405 lists the methods that are allowed.
             h.insert(

@@ -250,7 +250,20 @@ pub async fn handle(
         });
         req.body_mut().count_bytes(&request_bytes);
         counted_response = Some(response_bytes);
+        let policy = snapshot.route_policy.get(&(Arc::as_ptr(route) as usize));
+        let rate_limit = policy.filter(|p| !p.limiters.is_empty()).map(|p| {
+            crate::http::limit::RateLimitLayer::new(
+                p.limiters.clone(),
+                crate::http::limit::Caller {
+                    client: conn.client.ip(),
+                    identity: conn.peer_identity.clone(),
+                },
+            )
+        });
+        let fault = policy.and_then(|p| p.fault.clone());
         let svc = ServiceBuilder::new()
+            .option_layer(rate_limit)
+            .option_layer(fault)
             .layer(RewriteLayer::new(RewriteParams {
                 request: route.request_headers.clone(),
                 response: route.response_headers.clone(),

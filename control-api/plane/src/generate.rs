@@ -34,13 +34,58 @@ pub struct ProxyConfig {
     pub endpoints: BTreeMap<String, Vec<Endpoint>>,
 }
 
+/// Connected proxies per service.
+pub type Connected = BTreeMap<String, usize>;
+
 /// The configuration for the proxies of `service`: empty when it has no sidecar entry.
 pub fn for_service(model: &Model, service: &str, resolved: &Resolved) -> ProxyConfig {
+    for_service_with(model, service, resolved, &Connected::new())
+}
+
+/// [`for_service`], with each mesh-wide rate limit divided among the connected proxies that
+/// enforce it.
+pub fn for_service_with(
+    model: &Model,
+    service: &str,
+    resolved: &Resolved,
+    connected: &Connected,
+) -> ProxyConfig {
     let config = match model.sidecars.get(service) {
-        Some(entry) => sidecar_config(model, &entry.value, resolved),
+        Some(entry) => sidecar_config(model, &entry.value, resolved, connected),
         None => Config::default(),
     };
     finish(config)
+}
+
+/// Whether any policy route has a mesh-wide rate limit (only then do proxy counts matter).
+pub fn has_mesh_wide_limits(model: &Model) -> bool {
+    model.policies.values().any(|p| {
+        p.value
+            .routes
+            .iter()
+            .any(|r| r.rate_limits.iter().any(|l| l.mesh_wide))
+    })
+}
+
+/// The proxies that enforce `destination`'s policy: every connected proxy of a service whose
+/// sidecar calls it (at least 1).
+fn enforcers(model: &Model, destination: &str, connected: &Connected) -> u32 {
+    let n: usize = model
+        .sidecars
+        .values()
+        .filter(|s| s.value.upstreams.iter().any(|u| u.service == destination))
+        .map(|s| connected.get(&s.value.service).copied().unwrap_or(0))
+        .sum();
+    u32::try_from(n).unwrap_or(u32::MAX).max(1)
+}
+
+/// This proxy's share of a mesh-wide limit: `requests` and `burst` divided by `n`, rounded
+/// up, at least 1.
+fn share(limit: &mut remora_control_api::proto::RateLimit, n: u32) {
+    let div = |v: u32| v.div_ceil(n).max(1);
+    let burst = limit.burst.map_or(limit.requests, |b| b.value);
+    limit.requests = div(limit.requests);
+    limit.burst = Some(pbjson_types::UInt32Value { value: div(burst) });
 }
 
 /// The SPIFFE id of `service`'s sidecars under `mtls`.
@@ -52,7 +97,12 @@ pub fn service_identity(service: &Service, trust_domain: &str) -> String {
     }
 }
 
-fn sidecar_config(model: &Model, sidecar: &Sidecar, resolved: &Resolved) -> Config {
+fn sidecar_config(
+    model: &Model,
+    sidecar: &Sidecar,
+    resolved: &Resolved,
+    connected: &Connected,
+) -> Config {
     let mut config = Config::default();
     let mut clusters: BTreeSet<String> = BTreeSet::new();
     let mtls = model.mtls.as_ref().map(|e| &e.value);
@@ -103,7 +153,7 @@ fn sidecar_config(model: &Model, sidecar: &Sidecar, resolved: &Resolved) -> Conf
         });
     }
     for upstream in &sidecar.upstreams {
-        outbound(model, upstream, &mut config, &mut clusters);
+        outbound(model, upstream, &mut config, &mut clusters, connected);
     }
     for name in clusters {
         if let Some(entry) = model.services.get(&name) {
@@ -129,7 +179,13 @@ fn sidecar_config(model: &Model, sidecar: &Sidecar, resolved: &Resolved) -> Conf
     config
 }
 
-fn outbound(model: &Model, u: &Upstream, config: &mut Config, clusters: &mut BTreeSet<String>) {
+fn outbound(
+    model: &Model,
+    u: &Upstream,
+    config: &mut Config,
+    clusters: &mut BTreeSet<String>,
+    connected: &Connected,
+) {
     let protocol = protocol_or(u.protocol, ListenerProtocol::Http);
     let name = &u.service;
     config.listeners.push(listener(
@@ -146,10 +202,17 @@ fn outbound(model: &Model, u: &Upstream, config: &mut Config, clusters: &mut BTr
     if protocol == ListenerProtocol::Tcp {
         return;
     }
-    let routes = match model.policies.get(name) {
+    let mut routes = match model.policies.get(name) {
         Some(policy) => policy.value.routes.clone(),
         None => vec![forward_route("default", name)],
     };
+    for limit in routes
+        .iter_mut()
+        .flat_map(|r| r.rate_limits.iter_mut())
+        .filter(|l| l.mesh_wide)
+    {
+        share(limit, enforcers(model, name, connected));
+    }
     for route in &routes {
         if let Some(Action::Forward(f)) = &route.action {
             clusters.extend(

@@ -65,6 +65,8 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// Notified whenever a proxy connects or disconnects (mesh-wide limits re-balance).
+    pub changed: tokio::sync::Notify,
 }
 
 pub fn unix_now() -> f64 {
@@ -105,6 +107,8 @@ impl Registry {
                 gone_since: None,
             },
         );
+        drop(inner);
+        self.changed.notify_one();
         stream
     }
 
@@ -123,6 +127,16 @@ impl Registry {
             r.disconnected_at = Some(unix_now());
             r.gone_since = Some(Instant::now());
         });
+        self.changed.notify_one();
+    }
+
+    /// Connected proxies per service.
+    pub fn connected_by_service(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for r in self.lock().proxies.values().filter(|r| r.connected) {
+            *out.entry(r.service.clone()).or_insert(0) += 1;
+        }
+        out
     }
 
     /// Every known proxy, by node id.

@@ -131,6 +131,16 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     {
         tracing::warn!(ca = %ca.trust_domain, mesh = %m.value.trust_domain, "the CA's trust domain is not the mesh's; certificate requests will be refused");
     }
+    // Mesh-wide rate limits are re-divided as proxies come and go.
+    let (h, r) = (Arc::clone(&hub), Arc::clone(&registry));
+    tasks.push(tokio::spawn(async move {
+        loop {
+            r.changed.notified().await;
+            let counts = r.connected_by_service();
+            let h = Arc::clone(&h);
+            let _ = tokio::task::spawn_blocking(move || h.set_connected(counts)).await;
+        }
+    }));
     let service = ControlService::new(hub.subscribe(), Arc::clone(&registry), Arc::clone(&metrics));
     let identity = IdentityService::new(Arc::clone(&hub), ca, opts.cert_ttl, Arc::clone(&metrics));
     let grpc_server = tonic::transport::Server::builder()

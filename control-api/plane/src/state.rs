@@ -27,6 +27,8 @@ pub struct MeshState {
     pub configs: BTreeMap<String, Arc<ProxyConfig>>,
     /// For proxies whose service has no sidecar entry.
     pub empty: Arc<ProxyConfig>,
+    /// Connected proxies per service, which mesh-wide rate limits are divided by.
+    pub connected: generate::Connected,
 }
 
 impl MeshState {
@@ -36,10 +38,20 @@ impl MeshState {
         resolved: Resolved,
         generation: u64,
     ) -> Result<Self, ModelErrors> {
+        Self::compile_with(model, resolved, generate::Connected::new(), generation)
+    }
+
+    /// [`Self::compile`] with mesh-wide rate limits shared among `connected` proxies.
+    pub fn compile_with(
+        model: Arc<Model>,
+        resolved: Resolved,
+        connected: generate::Connected,
+        generation: u64,
+    ) -> Result<Self, ModelErrors> {
         let mut configs = BTreeMap::new();
         let mut errors = BTreeSet::new();
         for service in model.sidecars.keys() {
-            let pc = generate::for_service(&model, service, &resolved);
+            let pc = generate::for_service_with(&model, service, &resolved, &connected);
             if let Err(invalid) = remora_control_api::validate(&pc.config) {
                 for e in invalid.errors {
                     errors.insert(attribute(&model, service, &e));
@@ -60,6 +72,7 @@ impl MeshState {
                 "",
                 &Resolved::new(),
             )),
+            connected,
         })
     }
 
@@ -194,6 +207,8 @@ struct Inner {
     docs: Vec<Document>,
     overlay: Mesh,
     generation: u64,
+    /// Connected proxies per service (from the registry).
+    connected: generate::Connected,
 }
 
 /// Owns the model and publishes every new state.
@@ -228,7 +243,7 @@ impl Hub {
                 return Err(e);
             }
         };
-        let state = match candidate(&sources, &docs, &overlay, 1) {
+        let state = match candidate(&sources, &docs, &overlay, &generate::Connected::new(), 1) {
             Ok(s) => s,
             Err(e) => {
                 metrics.reload(false);
@@ -246,6 +261,7 @@ impl Hub {
                 docs,
                 overlay,
                 generation: 1,
+                connected: generate::Connected::new(),
             }),
             tx,
             sources,
@@ -279,7 +295,13 @@ impl Hub {
         let result = model::read_dir(&self.dir)
             .and_then(|docs| Ok((docs, model::read_overlay(&self.dir)?)))
             .and_then(|(docs, overlay)| {
-                let state = candidate(&self.sources, &docs, &overlay, inner.generation + 1)?;
+                let state = candidate(
+                    &self.sources,
+                    &docs,
+                    &overlay,
+                    &inner.connected,
+                    inner.generation + 1,
+                )?;
                 Ok((docs, overlay, state))
             });
         match result {
@@ -302,7 +324,13 @@ impl Hub {
         let mut inner = self.lock();
         let mut overlay = inner.overlay.clone();
         model::merge_overlay(&mut overlay, update);
-        let state = candidate(&self.sources, &inner.docs, &overlay, inner.generation + 1)?;
+        let state = candidate(
+            &self.sources,
+            &inner.docs,
+            &overlay,
+            &inner.connected,
+            inner.generation + 1,
+        )?;
         model::write_overlay(&self.dir, &overlay).map_err(|e| {
             ModelErrors::single(
                 self.dir.join(model::OVERLAY_FILE).display().to_string(),
@@ -318,7 +346,13 @@ impl Hub {
         let inner = self.lock();
         let mut overlay = inner.overlay.clone();
         model::merge_overlay(&mut overlay, update);
-        let state = candidate(&self.sources, &inner.docs, &overlay, inner.generation + 1)?;
+        let state = candidate(
+            &self.sources,
+            &inner.docs,
+            &overlay,
+            &inner.connected,
+            inner.generation + 1,
+        )?;
         Ok(ChangeReport::between(&self.current(), &state))
     }
 
@@ -330,7 +364,12 @@ impl Hub {
         if resolved == current.resolved {
             return;
         }
-        match MeshState::compile(Arc::clone(&current.model), resolved, inner.generation + 1) {
+        match MeshState::compile_with(
+            Arc::clone(&current.model),
+            resolved,
+            inner.connected.clone(),
+            inner.generation + 1,
+        ) {
             Ok(state) => {
                 self.publish(&mut inner, state);
             }
@@ -340,11 +379,42 @@ impl Hub {
         }
     }
 
+    /// Re-divides mesh-wide rate limits when the connected proxies change (a model without
+    /// such limits only records the counts, for later compiles).
+    pub fn set_connected(&self, connected: generate::Connected) {
+        let mut inner = self.lock();
+        if inner.connected == connected {
+            return;
+        }
+        inner.connected.clone_from(&connected);
+        let current = self.current();
+        if !generate::has_mesh_wide_limits(&current.model) {
+            return;
+        }
+        let state = MeshState::compile_with(
+            Arc::clone(&current.model),
+            current.resolved.clone(),
+            connected,
+            inner.generation + 1,
+        );
+        match state {
+            Ok(state) => {
+                self.publish(&mut inner, state);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "re-balancing mesh-wide limits failed; keeping the previous shares");
+            }
+        }
+    }
+
     /// Publishes `state` unless it changes nothing, and lets sources follow the model.
     fn publish(&self, inner: &mut Inner, state: MeshState) -> ChangeReport {
         let current = self.current();
         let report = ChangeReport::between(&current, &state);
-        if state.model == current.model && state.resolved == current.resolved {
+        if state.model == current.model
+            && state.resolved == current.resolved
+            && state.connected == current.connected
+        {
             return report;
         }
         for s in &self.sources {
@@ -361,11 +431,12 @@ fn candidate(
     sources: &[Arc<dyn Source>],
     docs: &[Document],
     overlay: &Mesh,
+    connected: &generate::Connected,
     generation: u64,
 ) -> Result<MeshState, ModelErrors> {
     let model = model::build(docs, overlay)?;
     let resolved = discovery::resolve_all(sources, &model);
-    MeshState::compile(Arc::new(model), resolved, generation)
+    MeshState::compile_with(Arc::new(model), resolved, connected.clone(), generation)
 }
 
 /// Validates a directory offline (`remora-control validate`): every error, none skipped.
@@ -373,7 +444,7 @@ pub fn validate_dir(dir: &Path) -> Result<MeshState, ModelErrors> {
     let sources: Vec<Arc<dyn Source>> = vec![Arc::new(discovery::StaticSource)];
     let docs = model::read_dir(dir)?;
     let overlay = model::read_overlay(dir)?;
-    candidate(&sources, &docs, &overlay, 1)
+    candidate(&sources, &docs, &overlay, &generate::Connected::new(), 1)
 }
 
 #[cfg(test)]

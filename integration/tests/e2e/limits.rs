@@ -332,3 +332,64 @@ fn connections_over_the_listener_limits_are_closed_at_once() {
         buf[..n].starts_with(b"HTTP/1.1 200").then_some(())
     });
 }
+
+/// The `requests` of the first rate limit in a proxy's running configuration.
+fn running_share(proxy: &Remora) -> u64 {
+    let (_, body) = proxy.admin_get("/config");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["config"]["routeTables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["virtualHosts"].as_array().into_iter().flatten())
+        .flat_map(|vh| vh["routes"].as_array().into_iter().flatten())
+        .find_map(|r| r["rateLimits"][0]["requests"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_mesh_wide_limit_is_shared_among_the_callers_proxies_and_rebalanced() {
+    let app = Upstream::start("app");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        format!(
+            r#"services: [{{ name: orders, endpoints: [{{ address: "{}" }}] }}]
+policies:
+  - service: orders
+    routes: [{{ name: all, forward: {{ cluster: orders }}, rateLimits: [{{ name: orders-mesh, requests: 12, interval: 60s, meshWide: true }}] }}]
+sidecars: [{{ service: web, upstreams: [{{ service: orders, address: "127.0.0.1:0" }}] }}]
+"#,
+            app.addr
+        ),
+    )
+    .expect("write");
+    let cp = ControlPlane::start(dir.path(), None);
+    let wait_share = |p: &Remora, want: u64| {
+        eventually(&format!("a share of {want}"), Duration::from_secs(15), || {
+            (running_share(p) == want).then_some(())
+        });
+    };
+    let web1 = Remora::start_controlled(&cp.url(), "web-1", "web", None, &[], true);
+    wait_share(&web1, 12);
+    let mut web2 = Remora::start_controlled(&cp.url(), "web-2", "web", None, &[], true);
+    let web3 = Remora::start_controlled(&cp.url(), "web-3", "web", None, &[], true);
+    for p in [&web1, &web2, &web3] {
+        wait_share(p, 4);
+    }
+    // Three proxies of 4 each: 12 across the mesh.
+    let admitted: usize = [&web1, &web2, &web3]
+        .iter()
+        .map(|p| {
+            statuses(&send_all(gets(&format!("{}/x", p.url("outbound-orders")), 6), 1, false))
+                .iter()
+                .filter(|&&c| c == 200)
+                .count()
+        })
+        .sum();
+    assert_eq!(admitted, 12);
+    // One goes away: the others get half each.
+    web2.terminate(Duration::from_secs(10));
+    wait_share(&web1, 6);
+    wait_share(&web3, 6);
+}

@@ -240,6 +240,19 @@ prepare_target() {
         "$HOST" "$OTLP_SINK_PORT" "$ratio" >> "$d/remora.yaml"
       T_CMD=("$REMORA_BIN" --config "$d/remora.yaml" --threads "$n")
       export RUST_LOG=warn ;;
+    remora-limited:*)
+      # remora-limited:THREADS[:keys] — a rate limit on the route that never limits: one
+      # bucket for the route, or (`:keys`) one per `x-key` header value, up to 10,000 (run
+      # with PERF_KEYS=10000 so wrk sends 10,000 distinct keys).
+      local rest=${spec#remora-limited:}; n=${rest%%:*}; local keyed=""
+      [ "$rest" != "$n" ] && keyed=${rest#*:}
+      d="$WORK/remora-limited-$n-$keyed"; mkdir -p "$d"; T_NAME="remora-limited${keyed:+-$keyed}-${n}t"
+      T_PORT=$REMORA_PORT; T_H2PORT=$REMORA_PORT; T_GRPCPORT=$REMORA_GRPC_PORT
+      local limit=', rateLimits: [{ name: wide, requests: 1000000000, interval: 1s }]'
+      [ -n "$keyed" ] && limit=', rateLimits: [{ name: keyed, requests: 1000000000, interval: 1s, header: x-key, maxKeys: 10000 }]'
+      remora_config "$d/remora.yaml" "$limit" ""
+      T_CMD=("$REMORA_BIN" --config "$d/remora.yaml" --threads "$n")
+      export RUST_LOG=warn ;;
     remora-resilient:*)
       n=${spec#remora-resilient:}; d="$WORK/remora-resilient$n"; mkdir -p "$d"
       T_NAME="remora-resilient-${n}t"

@@ -895,3 +895,333 @@ fn bad_authorization_rules_name_their_fields() {
     }
     assert_eq!(errs.len(), 5, "{errs:#?}");
 }
+
+// --- rate limits, fault injection and connection limits ------------------------------------
+
+/// A route with two rate limits and a fault, and listeners with and without connection
+/// limits; the tests below change one thing at a time.
+const LIMITS: &str = r#"
+listeners:
+  - name: out
+    address: 127.0.0.1:7001
+    protocol: HTTP
+    routeTable: t
+    connectionLimits: { perSecond: 100, maxConnections: 1000, maxConnectionsPerClient: 10 }
+  - name: zero
+    address: 127.0.0.1:7002
+    protocol: HTTP
+    routeTable: t
+    connectionLimits: { perSecond: 0, maxConnections: 0, maxConnectionsPerClient: 0 }
+  - name: plain
+    address: 127.0.0.1:7003
+    protocol: HTTP
+    routeTable: t
+routeTables:
+  - name: t
+    virtualHosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: r
+            forward: { cluster: c }
+            rateLimits:
+              - { name: per-user, requests: 100, interval: 60s, burst: 150, header: x-user, maxKeys: 500, shadow: true }
+              - { name: global, requests: 20 }
+            fault:
+              abort: { percent: 12.5, httpStatus: 503, grpcStatus: 14 }
+              delay: { percent: 50, fixedDelay: 0.2s }
+              allowHeaderFaults: true
+clusters:
+  - name: c
+    endpoints: [{ address: "127.0.0.1:8081" }]
+"#;
+
+#[test]
+fn rate_limits_and_faults_validate_with_their_values() {
+    use crate::limits::{Fault, FaultAbort, FaultDelay, LimitKey, RateLimit};
+    use std::time::Duration;
+    let c = validate(&from_yaml(LIMITS).expect("parses")).expect("valid");
+    let route = &c.route_tables[0].virtual_hosts[0].routes[0];
+    assert_eq!(
+        route.rate_limits,
+        vec![
+            RateLimit {
+                name: "per-user".into(),
+                requests: 100,
+                interval: Duration::from_secs(60),
+                burst: 150,
+                key: LimitKey::Header(http::HeaderName::from_static("x-user")),
+                max_keys: 500,
+                shadow: true,
+                mesh_wide: false,
+            },
+            RateLimit {
+                name: "global".into(),
+                requests: 20,
+                interval: Duration::from_secs(1),
+                burst: 20,
+                key: LimitKey::Route,
+                max_keys: 10_000,
+                shadow: false,
+                mesh_wide: false,
+            },
+        ],
+        "unset: interval 1s, burst = requests, one bucket for the route, 10000 keys"
+    );
+    assert_eq!(
+        route.fault,
+        Some(Fault {
+            abort: Some(FaultAbort {
+                percent: 12.5,
+                http_status: http::StatusCode::SERVICE_UNAVAILABLE,
+                grpc_status: Some(14),
+            }),
+            delay: Some(FaultDelay {
+                percent: 50.0,
+                delay: Duration::from_millis(200),
+            }),
+            allow_header_faults: true,
+        })
+    );
+    // A route without any has none.
+    let good = validate(&from_yaml(GOOD).expect("parses")).expect("valid");
+    let plain = &good.route_tables[0].virtual_hosts[0].routes[0];
+    assert!(plain.rate_limits.is_empty() && plain.fault.is_none());
+}
+
+#[test]
+fn rate_limit_keys_and_mesh_wide_are_read() {
+    use crate::limits::LimitKey;
+    let keyed = LIMITS
+        .replace(
+            "header: x-user, maxKeys: 500, shadow: true",
+            "clientAddress: true",
+        )
+        .replace(
+            "{ name: global, requests: 20 }",
+            "{ name: global, requests: 20, peerIdentity: true, meshWide: true }",
+        );
+    let c = validate(&from_yaml(&keyed).expect("parses")).expect("valid");
+    let limits = &c.route_tables[0].virtual_hosts[0].routes[0].rate_limits;
+    assert_eq!(
+        limits
+            .iter()
+            .map(|l| (&*l.name, l.key.clone(), l.max_keys, l.shadow, l.mesh_wide))
+            .collect::<Vec<_>>(),
+        vec![
+            ("per-user", LimitKey::ClientAddress, 10_000, false, false),
+            ("global", LimitKey::PeerIdentity, 10_000, false, true),
+        ]
+    );
+    // The bounds of maxKeys are accepted.
+    for max in [1, 1_000_000] {
+        let edge = LIMITS.replace("maxKeys: 500", &format!("maxKeys: {max}"));
+        let c = validate(&from_yaml(&edge).expect("parses")).expect("valid");
+        assert_eq!(
+            c.route_tables[0].virtual_hosts[0].routes[0].rate_limits[0].max_keys,
+            max
+        );
+    }
+}
+
+#[test]
+fn a_fault_may_abort_or_delay_alone() {
+    use std::time::Duration;
+    let abort_only = LIMITS.replace(
+        "              delay: { percent: 50, fixedDelay: 0.2s }\n",
+        "",
+    );
+    assert_ne!(abort_only, LIMITS);
+    let c = validate(&from_yaml(&abort_only).expect("parses")).expect("valid");
+    let fault = c.route_tables[0].virtual_hosts[0].routes[0]
+        .fault
+        .clone()
+        .expect("fault");
+    assert!(fault.delay.is_none());
+    assert_eq!(fault.abort.map(|a| a.http_status.as_u16()), Some(503));
+
+    let delay_only = LIMITS.replace(
+        "              abort: { percent: 12.5, httpStatus: 503, grpcStatus: 14 }\n",
+        "",
+    );
+    assert_ne!(delay_only, LIMITS);
+    let c = validate(&from_yaml(&delay_only).expect("parses")).expect("valid");
+    let fault = c.route_tables[0].virtual_hosts[0].routes[0]
+        .fault
+        .clone()
+        .expect("fault");
+    assert!(fault.abort.is_none());
+    assert_eq!(
+        fault.delay.map(|d| (d.percent, d.delay)),
+        Some((50.0, Duration::from_millis(200)))
+    );
+}
+
+#[test]
+fn bad_rate_limits_name_their_fields() {
+    let at = r#"routeTable "t": virtualHosts[0].routes[0].rateLimits"#;
+    for (from, to, want) in [
+        (
+            "requests: 100,",
+            "requests: 0,",
+            format!("{at}[0].requests: must be at least 1"),
+        ),
+        (
+            "burst: 150,",
+            "burst: 0,",
+            format!("{at}[0].burst: must be at least 1 (leave it unset for `requests`)"),
+        ),
+        (
+            "interval: 60s,",
+            "interval: 0s,",
+            format!("{at}[0].interval: must be greater than zero"),
+        ),
+        (
+            "name: global,",
+            "name: per-user,",
+            format!(r#"{at}[1].name: duplicate rate limit "per-user""#),
+        ),
+        (
+            "header: x-user,",
+            "header: 'x user',",
+            format!(r#"{at}[0].header: invalid header name "x user""#),
+        ),
+        (
+            "maxKeys: 500,",
+            "maxKeys: 0,",
+            format!("{at}[0].maxKeys: must be between 1 and 1000000"),
+        ),
+        (
+            "maxKeys: 500,",
+            "maxKeys: 2000000,",
+            format!("{at}[0].maxKeys: must be between 1 and 1000000"),
+        ),
+    ] {
+        let bad = LIMITS.replace(from, to);
+        assert_ne!(bad, LIMITS, "{from:?} is not in LIMITS");
+        assert_eq!(errors_of(&bad), vec![want], "{from:?} -> {to:?}");
+    }
+    // Unset requests is zero, and so is the burst that defaults to it: both are named.
+    let unset = LIMITS.replace("{ name: global, requests: 20 }", "{ name: global }");
+    assert_eq!(
+        errors_of(&unset),
+        vec![
+            format!("{at}[1].requests: must be at least 1"),
+            format!("{at}[1].burst: must be at least 1 (leave it unset for `requests`)"),
+        ]
+    );
+}
+
+#[test]
+fn bad_faults_name_their_fields() {
+    let at = r#"routeTable "t": virtualHosts[0].routes[0].fault"#;
+    for (from, to, want) in [
+        (
+            "percent: 12.5,",
+            "percent: 101,",
+            format!("{at}.abort.percent: must be between 0 and 100"),
+        ),
+        (
+            "percent: 50,",
+            "percent: -1,",
+            format!("{at}.delay.percent: must be between 0 and 100"),
+        ),
+        (
+            "httpStatus: 503,",
+            "httpStatus: 99,",
+            format!(
+                "{at}.abort.httpStatus: an HTTP status between 200 and 599 is required (or grpcStatus for gRPC routes)"
+            ),
+        ),
+        (
+            "httpStatus: 503,",
+            "httpStatus: 600,",
+            format!(
+                "{at}.abort.httpStatus: an HTTP status between 200 and 599 is required (or grpcStatus for gRPC routes)"
+            ),
+        ),
+        (
+            "grpcStatus: 14 }",
+            "grpcStatus: 17 }",
+            format!("{at}.abort.grpcStatus: must be a gRPC code between 1 and 16"),
+        ),
+        (
+            "{ percent: 50, fixedDelay: 0.2s }",
+            "{ percent: 50 }",
+            format!("{at}.delay.fixedDelay: required"),
+        ),
+        (
+            "fixedDelay: 0.2s",
+            "fixedDelay: 0s",
+            format!("{at}.delay.fixedDelay: must be greater than zero"),
+        ),
+    ] {
+        let bad = LIMITS.replace(from, to);
+        assert_ne!(bad, LIMITS, "{from:?} is not in LIMITS");
+        assert_eq!(errors_of(&bad), vec![want], "{from:?} -> {to:?}");
+    }
+    // A gRPC status alone is enough (the HTTP status answered is then 200).
+    let grpc_only = LIMITS.replace("httpStatus: 503, ", "");
+    assert_ne!(grpc_only, LIMITS);
+    let c = validate(&from_yaml(&grpc_only).expect("parses")).expect("valid");
+    let abort = c.route_tables[0].virtual_hosts[0].routes[0]
+        .fault
+        .as_ref()
+        .and_then(|f| f.abort.clone())
+        .expect("abort");
+    assert_eq!(
+        (abort.http_status, abort.grpc_status),
+        (http::StatusCode::OK, Some(14))
+    );
+    // Neither: an HTTP status is required.
+    let neither = LIMITS.replace("httpStatus: 503, grpcStatus: 14", "grpcStatus: 0");
+    assert_eq!(
+        errors_of(&neither),
+        vec![format!(
+            "{at}.abort.httpStatus: an HTTP status between 200 and 599 is required (or grpcStatus for gRPC routes)"
+        )]
+    );
+}
+
+#[test]
+fn connection_limits_of_zero_are_no_limits() {
+    use crate::limits::ConnectionLimits;
+    let c = validate(&from_yaml(LIMITS).expect("parses")).expect("valid");
+    let by_name = |name: &str| {
+        c.listeners
+            .iter()
+            .find(|l| &*l.name == name)
+            .unwrap_or_else(|| panic!("no listener {name:?}"))
+            .connection_limits
+    };
+    assert_eq!(
+        by_name("out"),
+        Some(ConnectionLimits {
+            per_second: 100,
+            max_connections: 1000,
+            max_connections_per_client: 10,
+        })
+    );
+    assert_eq!(by_name("zero"), None, "all zero: treated as unset");
+    assert_eq!(by_name("plain"), None);
+    // One non-zero setting is kept, the others stay 0 (no limit).
+    let one = LIMITS.replace(
+        "{ perSecond: 0, maxConnections: 0, maxConnectionsPerClient: 0 }",
+        "{ maxConnectionsPerClient: 3 }",
+    );
+    let c = validate(&from_yaml(&one).expect("parses")).expect("valid");
+    assert_eq!(
+        c.listeners[1].connection_limits,
+        Some(ConnectionLimits {
+            per_second: 0,
+            max_connections: 0,
+            max_connections_per_client: 3,
+        })
+    );
+    let empty = LIMITS.replace(
+        "{ perSecond: 0, maxConnections: 0, maxConnectionsPerClient: 0 }",
+        "{}",
+    );
+    let c = validate(&from_yaml(&empty).expect("parses")).expect("valid");
+    assert_eq!(c.listeners[1].connection_limits, None);
+}

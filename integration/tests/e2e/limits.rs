@@ -366,9 +366,11 @@ sidecars: [{{ service: web, upstreams: [{{ service: orders, address: "127.0.0.1:
     .expect("write");
     let cp = ControlPlane::start(dir.path(), None);
     let wait_share = |p: &Remora, want: u64| {
-        eventually(&format!("a share of {want}"), Duration::from_secs(15), || {
-            (running_share(p) == want).then_some(())
-        });
+        eventually(
+            &format!("a share of {want}"),
+            Duration::from_secs(15),
+            || (running_share(p) == want).then_some(()),
+        );
     };
     let web1 = Remora::start_controlled(&cp.url(), "web-1", "web", None, &[], true);
     wait_share(&web1, 12);
@@ -381,10 +383,14 @@ sidecars: [{{ service: web, upstreams: [{{ service: orders, address: "127.0.0.1:
     let admitted: usize = [&web1, &web2, &web3]
         .iter()
         .map(|p| {
-            statuses(&send_all(gets(&format!("{}/x", p.url("outbound-orders")), 6), 1, false))
-                .iter()
-                .filter(|&&c| c == 200)
-                .count()
+            statuses(&send_all(
+                gets(&format!("{}/x", p.url("outbound-orders")), 6),
+                1,
+                false,
+            ))
+            .iter()
+            .filter(|&&c| c == 200)
+            .count()
         })
         .sum();
     assert_eq!(admitted, 12);

@@ -530,3 +530,233 @@ fn without_mtls_nothing_has_tls_or_identity() {
         Some("web-only")
     );
 }
+
+// --- mesh-wide rate limits -----------------------------------------------------------------
+
+/// `orders` has a policy with a mesh-wide limit (burst unset), one with a burst, and a local
+/// one; web and billing call orders, reports only users.
+const LIMITS_MESH: &str = r#"
+services:
+  - { name: orders, endpoints: [{ address: "10.0.1.1:80" }] }
+  - { name: users, endpoints: [{ address: "10.0.3.1:80" }] }
+policies:
+  - service: orders
+    routes:
+      - name: api
+        forward: { cluster: orders }
+        rateLimits:
+          - { name: shared, requests: 10, meshWide: true }
+          - { name: local, requests: 7, burst: 9, clientAddress: true }
+          - { name: shared-burst, requests: 30, burst: 25, interval: 60s, meshWide: true }
+  - service: users
+    routes:
+      - name: all
+        forward: { cluster: users }
+        rateLimits: [{ name: users-local, requests: 5 }]
+sidecars:
+  - service: web
+    upstreams:
+      - { service: orders, address: "127.0.0.1:7001" }
+      - { service: users, address: "127.0.0.1:7002" }
+  - service: billing
+    upstreams: [{ service: orders, address: "127.0.0.1:7001" }]
+  - service: reports
+    upstreams: [{ service: users, address: "127.0.0.1:7002" }]
+"#;
+
+fn generate_with(m: &Model, service: &str, connected: &[(&str, usize)]) -> ProxyConfig {
+    let sources: Vec<Arc<dyn crate::discovery::Source>> = vec![Arc::new(StaticSource)];
+    let connected: Connected = connected
+        .iter()
+        .map(|(s, n)| ((*s).to_owned(), *n))
+        .collect();
+    let pc = for_service_with(m, service, &resolve_all(&sources, m), &connected);
+    remora_control_api::validate(&pc.config).unwrap();
+    pc
+}
+
+/// (name, requests, burst as sent) of the limits in route table `table`.
+fn limits_of(c: &Config, table: &str) -> Vec<(String, u32, Option<u32>)> {
+    c.route_tables
+        .iter()
+        .find(|t| t.name == table)
+        .unwrap_or_else(|| panic!("no route table {table:?}"))
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.routes)
+        .flat_map(|r| &r.rate_limits)
+        .map(|l| (l.name.clone(), l.requests, l.burst.map(|b| b.value)))
+        .collect()
+}
+
+fn limit(name: &str, requests: u32, burst: Option<u32>) -> (String, u32, Option<u32>) {
+    (name.to_owned(), requests, burst)
+}
+
+#[test]
+fn a_mesh_wide_limit_is_divided_among_the_callers_proxies() {
+    let m = model(LIMITS_MESH);
+    let pc = generate_with(&m, "web", &[("web", 2), ("billing", 1)]);
+    assert_eq!(
+        limits_of(&pc.config, "orders"),
+        vec![
+            limit("shared", 4, Some(4)),
+            limit("local", 7, Some(9)),
+            limit("shared-burst", 10, Some(9)),
+        ],
+        "3 proxies: 10/3 and 30/3 and 25/3 rounded up; the burst defaults to requests first"
+    );
+    // Every caller gets the same share.
+    assert_eq!(
+        limits_of(
+            &generate_with(&m, "billing", &[("web", 2), ("billing", 1)]).config,
+            "orders"
+        ),
+        limits_of(&pc.config, "orders")
+    );
+    // A policy without mesh-wide limits is sent as written.
+    assert_eq!(
+        limits_of(&pc.config, "users"),
+        vec![limit("users-local", 5, None)]
+    );
+    // As the proxy reads it.
+    let v = remora_control_api::validate(&pc.config).unwrap();
+    let route = v
+        .route_tables
+        .iter()
+        .find(|t| &*t.name == "orders")
+        .unwrap()
+        .virtual_hosts[0]
+        .routes[0]
+        .clone();
+    assert_eq!(
+        route
+            .rate_limits
+            .iter()
+            .map(|l| (
+                &*l.name,
+                l.requests,
+                l.burst,
+                l.interval.as_secs(),
+                l.mesh_wide
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            ("shared", 4, 4, 1, true),
+            ("local", 7, 9, 1, false),
+            ("shared-burst", 10, 9, 60, true),
+        ]
+    );
+}
+
+#[test]
+fn a_mesh_wide_share_is_whole_without_proxies_and_never_zero() {
+    let m = model(LIMITS_MESH);
+    assert_eq!(
+        limits_of(&generate_with(&m, "web", &[]).config, "orders"),
+        vec![
+            limit("shared", 10, Some(10)),
+            limit("local", 7, Some(9)),
+            limit("shared-burst", 30, Some(25)),
+        ],
+        "no proxy connected: counted as 1"
+    );
+    assert_eq!(
+        generate(&m, "web").config,
+        generate_with(&m, "web", &[]).config,
+        "for_service is for_service_with and nobody connected"
+    );
+    assert_eq!(
+        limits_of(&generate_with(&m, "web", &[("web", 1)]).config, "orders"),
+        limits_of(&generate_with(&m, "web", &[]).config, "orders"),
+        "one proxy gets the whole limit"
+    );
+    assert_eq!(
+        limits_of(&generate_with(&m, "web", &[("web", 20)]).config, "orders"),
+        vec![
+            limit("shared", 1, Some(1)),
+            limit("local", 7, Some(9)),
+            limit("shared-burst", 2, Some(2)),
+        ],
+        "20 proxies: 10/20 is at least 1; 30/20 and 25/20 round up"
+    );
+}
+
+#[test]
+fn only_the_callers_of_the_service_count_as_enforcers() {
+    let m = model(LIMITS_MESH);
+    // reports has no upstream to orders, and a service without a sidecar calls nothing.
+    let with_others = generate_with(
+        &m,
+        "web",
+        &[("web", 2), ("billing", 1), ("reports", 50), ("orders", 9)],
+    );
+    assert_eq!(
+        limits_of(&with_others.config, "orders"),
+        vec![
+            limit("shared", 4, Some(4)),
+            limit("local", 7, Some(9)),
+            limit("shared-burst", 10, Some(9)),
+        ]
+    );
+    assert_eq!(
+        with_others.config_version,
+        generate_with(&m, "web", &[("web", 2), ("billing", 1)]).config_version,
+        "proxies that do not call orders change nothing"
+    );
+    // reports's own config has no mesh-wide limit to divide.
+    assert_eq!(
+        generate_with(&m, "reports", &[("reports", 50)]),
+        generate_with(&m, "reports", &[])
+    );
+}
+
+#[test]
+fn the_config_version_follows_the_share() {
+    let m = model(LIMITS_MESH);
+    let three = generate_with(&m, "web", &[("web", 2), ("billing", 1)]);
+    let four = generate_with(&m, "web", &[("web", 3), ("billing", 1)]);
+    assert_ne!(
+        limits_of(&three.config, "orders"),
+        limits_of(&four.config, "orders")
+    );
+    assert_ne!(three.config_version, four.config_version);
+    assert_eq!(three.config.version, three.config_version);
+    assert_eq!(
+        three.endpoints_version, four.endpoints_version,
+        "endpoints did not change"
+    );
+    // Same share, same version: 10/3 and 10/3, whoever the proxies are.
+    let same = generate_with(&m, "web", &[("web", 1), ("billing", 2)]);
+    assert_eq!(same.config_version, three.config_version);
+    assert_eq!(
+        generate_with(&m, "web", &[("web", 2), ("billing", 1)]),
+        three,
+        "stable"
+    );
+}
+
+#[test]
+fn has_mesh_wide_limits_looks_at_every_policy() {
+    assert!(has_mesh_wide_limits(&model(LIMITS_MESH)));
+    let local_only = LIMITS_MESH
+        .replace("requests: 10, meshWide: true", "requests: 10")
+        .replace("interval: 60s, meshWide: true", "interval: 60s");
+    assert_ne!(local_only, LIMITS_MESH);
+    assert!(!has_mesh_wide_limits(&model(&local_only)));
+    let explicit_false = LIMITS_MESH.replace("meshWide: true", "meshWide: false");
+    assert!(!has_mesh_wide_limits(&model(&explicit_false)));
+    // Only in the second policy.
+    let in_users = local_only.replace(
+        "{ name: users-local, requests: 5 }",
+        "{ name: users-local, requests: 5, meshWide: true }",
+    );
+    assert!(has_mesh_wide_limits(&model(&in_users)));
+    assert!(!has_mesh_wide_limits(&model(MESH)), "no limits at all");
+    // Without mesh-wide limits the proxy counts change nothing.
+    let m = model(&local_only);
+    assert_eq!(
+        generate_with(&m, "web", &[("web", 7), ("billing", 3)]),
+        generate_with(&m, "web", &[])
+    );
+}

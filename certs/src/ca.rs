@@ -216,26 +216,48 @@ pub struct Ca {
 
 impl Ca {
     pub fn load(dir: &Path) -> Result<Self, CaError> {
+        Self::load_for(dir, None)
+    }
+
+    /// Loads a CA for `trust_domain`. A CA certificate that names its trust domain (a URI
+    /// SAN `spiffe://TD`, as `remora-certs ca init` writes) must name this one; one that
+    /// names none (a CA made by other tools, such as the Helm chart's) is taken for it.
+    pub fn load_for(dir: &Path, trust_domain: Option<&str>) -> Result<Self, CaError> {
         let cert = read(&dir.join("ca.crt"))?;
         let key = read(&dir.join("ca.key"))?;
-        let chain = read(&dir.join("chain.crt"))?;
-        let bundle = read(&dir.join("bundle.crt"))?;
-        let trust_domain = crate::inspect::certs_in(&cert)
-            .map_err(|message| CaError::Bad {
-                path: dir.join("ca.crt"),
-                message,
-            })?
+        let chain = read(&dir.join("chain.crt")).unwrap_or_default();
+        let bundle = read(&dir.join("bundle.crt")).or_else(|_| Ok::<_, CaError>(cert.clone()))?;
+        let bad = |message: String| CaError::Bad {
+            path: dir.join("ca.crt"),
+            message,
+        };
+        let named = crate::inspect::certs_in(&cert)
+            .map_err(bad)?
             .into_iter()
             .next()
             .and_then(|c| {
                 c.uris
                     .iter()
                     .find_map(|u| u.strip_prefix("spiffe://").map(str::to_owned))
-            })
-            .ok_or_else(|| CaError::Bad {
-                path: dir.join("ca.crt"),
-                message: "not a Remora mesh CA (no spiffe://TRUST_DOMAIN URI SAN)".into(),
-            })?;
+            });
+        let trust_domain = match (named, trust_domain) {
+            (Some(n), Some(t)) if n != t => {
+                return Err(bad(format!(
+                    "this CA is for trust domain {n:?}, not {t:?}; use that trust domain's CA"
+                )));
+            }
+            (Some(n), _) => n,
+            (None, Some(t)) => {
+                check_trust_domain(t)?;
+                t.to_owned()
+            }
+            (None, None) => {
+                return Err(bad(
+                    "not a Remora mesh CA (no spiffe://TRUST_DOMAIN URI SAN); pass the trust domain"
+                        .into(),
+                ));
+            }
+        };
         Ok(Self {
             dir: dir.to_owned(),
             trust_domain,
@@ -247,9 +269,9 @@ impl Ca {
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, CaError> {
-        let key = KeyPair::from_pem(&self.key).map_err(|e| CaError::Bad {
+        let key = ca_key(&self.key).map_err(|message| CaError::Bad {
             path: self.dir.join("ca.key"),
-            message: format!("not a usable private key: {e}"),
+            message: format!("not a usable private key: {message}"),
         })?;
         Issuer::from_ca_cert_pem(&self.cert, key).map_err(|e| CaError::Bad {
             path: self.dir.join("ca.crt"),
@@ -296,6 +318,26 @@ impl Ca {
         let cert = params.signed_by(key, &self.issuer()?)?;
         Ok(format!("{}{}", cert.pem(), self.chain))
     }
+}
+
+/// The CA's key pair from PEM: PKCS#8, or a SEC1 `EC PRIVATE KEY` (P-256, as Helm's
+/// `genPrivateKey "ecdsa"` writes), converted to PKCS#8 for rcgen.
+fn ca_key(pem: &str) -> Result<KeyPair, String> {
+    use rustls_pki_types::PrivateSec1KeyDer;
+    use rustls_pki_types::pem::PemObject;
+    if !pem.contains("BEGIN EC PRIVATE KEY") {
+        return KeyPair::from_pem(pem).map_err(|e| e.to_string());
+    }
+    let sec1 = PrivateSec1KeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())?;
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        sec1.secret_sec1_der(),
+    )
+    .map_err(|e| format!("not a P-256 key: {e}"))?;
+    let pkcs8 = pair
+        .to_pkcs8v1()
+        .map_err(|_| "cannot re-encode the key".to_owned())?;
+    KeyPair::try_from(pkcs8.as_ref()).map_err(|e| e.to_string())
 }
 
 /// What `issue` wrote.

@@ -241,3 +241,76 @@ fn mistakes_are_refused_with_a_reason() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// A CA made by other tools (as the Helm chart's `genCAWithKey`): a SEC1 `EC PRIVATE KEY`
+/// and no SPIFFE URI SAN. It is used for the trust domain it is given, and refused without.
+#[test]
+fn a_foreign_ec_ca_serves_the_trust_domain_it_is_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path();
+    let key = ca.join("ca.key").display().to_string();
+    let crt = ca.join("ca.crt").display().to_string();
+    let (ok1, out) = openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &key,
+    ]);
+    assert!(ok1, "{out}");
+    assert!(
+        std::fs::read_to_string(&key)
+            .expect("key")
+            .contains("BEGIN EC PRIVATE KEY")
+    );
+    let (ok2, out) = openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &key,
+        "-subj",
+        "/CN=Remora mesh CA (mesh.local)",
+        "-days",
+        "10",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        &crt,
+    ]);
+    assert!(ok2, "{out}");
+    let err = remora_certs::ca::Ca::load(ca).expect_err("no trust domain");
+    assert!(err.to_string().contains("pass the trust domain"), "{err}");
+    let loaded = remora_certs::ca::Ca::load_for(ca, Some("mesh.local")).expect("load");
+    let (_key, csr) = remora_certs::csr::request().expect("csr");
+    let id = remora_certs::SpiffeId::parse("spiffe://mesh.local/ns/shop/sa/orders").expect("id");
+    let chain = remora_certs::csr::sign(&loaded, &csr, &id, std::time::Duration::from_secs(3600))
+        .expect("sign");
+    let leaf = ca.join("leaf.pem");
+    std::fs::write(&leaf, chain).expect("write");
+    let (ok3, out) = openssl(&[
+        "verify",
+        "-CAfile",
+        &crt,
+        "-purpose",
+        "sslserver",
+        leaf.to_str().expect("path"),
+    ]);
+    assert!(ok3, "{out}");
+    // A CA naming one trust domain is not taken for another.
+    let own = dir.path().join("own");
+    ok(&[
+        "ca",
+        "init",
+        "--trust-domain",
+        "mesh.local",
+        "--out",
+        own.to_str().expect("path"),
+    ]);
+    let err = remora_certs::ca::Ca::load_for(&own, Some("other.local")).expect_err("mismatch");
+    assert!(err.to_string().contains("not \"other.local\""), "{err}");
+}

@@ -15,6 +15,8 @@ pub struct ControlPlane {
     child: Child,
     pub grpc: SocketAddr,
     pub api: SocketAddr,
+    /// The injection webhook, when started with `--webhook`.
+    pub webhook: Option<SocketAddr>,
     pub mesh_dir: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -89,9 +91,14 @@ impl ControlPlane {
                 .parse()
                 .expect("address")
         };
+        let webhook = v["webhook"]
+            .as_str()
+            .or_else(|| v["fields"]["webhook"].as_str())
+            .and_then(|w| w.parse().ok());
         Self {
             grpc: field("grpc"),
             api: field("api"),
+            webhook,
             child,
             mesh_dir: mesh_dir.to_owned(),
             logs,

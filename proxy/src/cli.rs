@@ -58,6 +58,16 @@ pub struct Args {
 pub enum Command {
     /// Check a configuration file: exit 0 if valid, else print every error and exit 1.
     Validate,
+    /// Wait until the proxy at `--admin` answers /ready with 200 (exit 0), or time out
+    /// (exit 1): the start-up hook that holds an app until its sidecar is ready.
+    WaitReady {
+        /// Where the proxy's admin server listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// How long to wait (`90s`, `2m`).
+        #[arg(long, default_value = "60s", value_parser = remora_certs::ttl::parse)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     remora_proxy::logging::init(args.log_format);
     remora_proxy::tls::install_provider();
+    if let Some(Command::WaitReady { admin, timeout }) = args.command {
+        return wait_ready(admin, timeout);
+    }
     if let Some(Command::Validate) = args.command {
         let Some(config) = args.config.as_deref() else {
             eprintln!("error: validate needs --config FILE");
@@ -126,4 +129,30 @@ fn validate(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Polls `GET /ready` on the admin address until 200 or `timeout`.
+fn wait_ready(admin: std::net::SocketAddr, timeout: std::time::Duration) -> ExitCode {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("no answer yet");
+    while std::time::Instant::now() < deadline {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(1))?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+            s.write_all(b"GET /ready HTTP/1.1\r\nHost: remora\r\nConnection: close\r\n\r\n")?;
+            let mut head = [0u8; 64];
+            let n = s.read(&mut head)?;
+            Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+        })();
+        match attempt {
+            Ok(head) if head.starts_with("HTTP/1.1 200") => return ExitCode::SUCCESS,
+            Ok(head) => last = head.lines().next().unwrap_or_default().to_owned(),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!("error: {admin} was not ready within {timeout:?} (last: {last})");
+    ExitCode::FAILURE
 }

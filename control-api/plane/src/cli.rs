@@ -30,7 +30,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Serve the mesh in DIR (watched) to proxies over gRPC, with the operator API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a mesh directory offline: exit 0 if valid, else print every error and exit 1.
     Validate {
         /// Directory of Mesh documents (*.yaml, *.yml, *.json).
@@ -85,6 +85,20 @@ pub struct ServeArgs {
     /// Lifetime of the certificates issued to proxies (they renew at 70%).
     #[arg(long, default_value = "24h", value_parser = remora_certs::ttl::parse, env = "REMORA_CERT_TTL")]
     pub cert_ttl: std::time::Duration,
+    /// The mesh's trust domain, for a CA certificate that names none (the Helm chart's).
+    #[arg(long, env = "REMORA_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Serve the sidecar-injection webhook (HTTPS) on this address.
+    #[arg(long, env = "REMORA_WEBHOOK", requires_all = ["webhook_cert", "webhook_key", "injection"])]
+    pub webhook: Option<SocketAddr>,
+    /// The webhook's certificate chain and key (PEM).
+    #[arg(long, env = "REMORA_WEBHOOK_CERT")]
+    pub webhook_cert: Option<PathBuf>,
+    #[arg(long, env = "REMORA_WEBHOOK_KEY")]
+    pub webhook_key: Option<PathBuf>,
+    /// What the webhook injects (JSON: image, controlUrl, nativeSidecar, ports, resources).
+    #[arg(long, env = "REMORA_INJECTION")]
+    pub injection: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     let result = match args.command {
         Command::Serve(s) => {
             logging::init(args.log_format);
-            run_serve(s).await
+            run_serve(*s).await
         }
         Command::Validate { mesh } => match state::validate_dir(&mesh) {
             Ok(state) => {
@@ -53,6 +53,16 @@ async fn run_serve(s: remora_control::cli::ServeArgs) -> anyhow::Result<()> {
         watch: true,
         ca: s.ca,
         cert_ttl: s.cert_ttl,
+        trust_domain: s.trust_domain,
+        webhook: match (s.webhook, s.webhook_cert, s.webhook_key, s.injection) {
+            (Some(addr), Some(cert), Some(key), Some(injection)) => Some(serve::WebhookOptions {
+                addr,
+                cert,
+                key,
+                injection,
+            }),
+            _ => None,
+        },
     })
     .await?;
     serve::shutdown_signal().await;

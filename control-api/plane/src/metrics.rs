@@ -28,6 +28,7 @@ pub struct Metrics {
     pub nacks: Counter,
     pub model_reloads: Family<ResultLabels, Counter>,
     pub certificates: Family<ResultLabels, Counter>,
+    pub injections: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,6 +80,12 @@ impl Metrics {
             "Certificate requests from proxies by result: issued, denied (claim not accepted), invalid (bad CSR), unavailable (no CA or no mtls)",
             certificates.clone(),
         );
+        let injections: Family<ResultLabels, Counter> = Family::default();
+        registry.register(
+            "injections",
+            "Pods seen by the injection webhook, by result: injected, already-injected, opted-out, host-network, no-service, not-a-pod, error",
+            injections.clone(),
+        );
         // Every series exists from the start, at zero.
         for t in ["config", "endpoints"] {
             let _ = pushes.get_or_create(&TypeLabels { r#type: t });
@@ -94,6 +101,7 @@ impl Metrics {
             nacks,
             model_reloads,
             certificates,
+            injections,
         }
     }
 

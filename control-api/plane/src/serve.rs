@@ -36,6 +36,18 @@ pub struct Options {
     /// The mesh CA that signs proxies' certificates.
     pub ca: Option<PathBuf>,
     pub cert_ttl: std::time::Duration,
+    /// For a CA certificate that names no trust domain.
+    pub trust_domain: Option<String>,
+    pub webhook: Option<WebhookOptions>,
+}
+
+/// The injection webhook's address, certificate and what it injects.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub injection: PathBuf,
 }
 
 /// A running control plane; dropping it stops the servers.
@@ -78,12 +90,14 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let api_addr = api_listener.local_addr()?;
 
     let ca = match &opts.ca {
-        Some(dir) => Some(Arc::new(remora_certs::ca::Ca::load(dir).map_err(|e| {
-            anyhow::anyhow!(
-                "--ca {}: {e} (create one with `remora-certs ca init`)",
-                dir.display()
-            )
-        })?)),
+        Some(dir) => Some(Arc::new(
+            remora_certs::ca::Ca::load_for(dir, opts.trust_domain.as_deref()).map_err(|e| {
+                anyhow::anyhow!(
+                    "--ca {}: {e} (create one with `remora-certs ca init`)",
+                    dir.display()
+                )
+            })?,
+        )),
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
@@ -167,7 +181,25 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
             metrics: Arc::clone(&metrics),
         },
     )));
-    tracing::info!(grpc = %grpc, api = %api_addr, "control plane listening");
+    let mut webhook_addr = None;
+    if let Some(w) = &opts.webhook {
+        let tls = crate::webhook::acceptor(&w.cert, &w.key).map_err(anyhow::Error::msg)?;
+        let settings = crate::inject::Settings::load(&w.injection).map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(w.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind --webhook {}: {e}", w.addr))?;
+        webhook_addr = Some(listener.local_addr()?);
+        tasks.push(tokio::spawn(crate::webhook::run(
+            listener,
+            tls,
+            Arc::new(crate::webhook::Webhook {
+                settings,
+                metrics: Arc::clone(&metrics),
+            }),
+        )));
+    }
+    let webhook_field = webhook_addr.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(grpc = %grpc, api = %api_addr, webhook = %webhook_field, "control plane listening");
     Ok(Running {
         grpc,
         api: api_addr,

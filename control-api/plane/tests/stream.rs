@@ -40,6 +40,8 @@ async fn start(name: &str) -> Running {
         watch: false,
         ca: None,
         cert_ttl: std::time::Duration::from_secs(3600),
+        trust_domain: None,
+        webhook: None,
     })
     .await
     .unwrap()

@@ -311,12 +311,19 @@ fn connections_over_the_listener_limits_are_closed_at_once() {
             })
             .collect()
     };
-    // One per client address: 127.0.0.1's second connection is closed unanswered.
+    // One per client address: of two connections from 127.0.0.1 (accepted on whichever
+    // worker), one is served and the other closed unanswered (a reset, as its request bytes
+    // were never read).
     let mut conns = open(2);
     let mut buf = [0u8; 512];
-    let n = conns[0].read(&mut buf).expect("first is served");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    assert_eq!(conns[1].read(&mut buf).unwrap_or(0), 0, "second is closed");
+    let served: Vec<bool> = conns
+        .iter_mut()
+        .map(|c| {
+            let n = c.read(&mut buf).unwrap_or(0);
+            buf[..n].starts_with(b"HTTP/1.1 200")
+        })
+        .collect();
+    assert_eq!(served.iter().filter(|s| **s).count(), 1, "{served:?}");
     assert_eq!(
         remora.metric_sum(
             "remora_connections_rejected_total",
@@ -324,7 +331,9 @@ fn connections_over_the_listener_limits_are_closed_at_once() {
         ),
         1.0
     );
-    // The slot comes back when the first connection closes.
+    let served_at = served.iter().position(|s| *s).unwrap_or(0);
+    let _refused = conns.remove(1 - served_at);
+    // The slot comes back when the served connection closes.
     drop(conns.remove(0));
     eventually("the slot back", Duration::from_secs(10), || {
         let mut c = open(1).remove(0);

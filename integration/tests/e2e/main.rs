@@ -10,6 +10,7 @@ mod cli;
 mod control;
 mod demo;
 mod errors;
+mod helm;
 mod http_proxy;
 mod idle;
 mod limits;

@@ -431,14 +431,14 @@ sidecars:
     let (code, body) = ghost.admin_get("/ready");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("waiting for the mesh certificate"), "{body}");
-    assert!(
+    // The proxy logs the refusal once the answer reaches it.
+    eventually("the proxy's log of the refusal", Duration::from_secs(15), || {
         ghost
             .logs()
             .lines()
-            .any(|l| l.contains("cannot get a mesh certificate") && l.contains("not an endpoint")),
-        "{}",
-        ghost.logs()
-    );
+            .any(|l| l.contains("cannot get a mesh certificate") && l.contains("not an endpoint"))
+            .then_some(())
+    });
 }
 
 #[test]

@@ -432,13 +432,19 @@ sidecars:
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("waiting for the mesh certificate"), "{body}");
     // The proxy logs the refusal once the answer reaches it.
-    eventually("the proxy's log of the refusal", Duration::from_secs(15), || {
-        ghost
-            .logs()
-            .lines()
-            .any(|l| l.contains("cannot get a mesh certificate") && l.contains("not an endpoint"))
-            .then_some(())
-    });
+    eventually(
+        "the proxy's log of the refusal",
+        Duration::from_secs(15),
+        || {
+            ghost
+                .logs()
+                .lines()
+                .any(|l| {
+                    l.contains("cannot get a mesh certificate") && l.contains("not an endpoint")
+                })
+                .then_some(())
+        },
+    );
 }
 
 #[test]

@@ -99,6 +99,13 @@ pub struct ServeArgs {
     /// What the webhook injects (JSON: image, controlUrl, nativeSidecar, ports, resources).
     #[arg(long, env = "REMORA_INJECTION")]
     pub injection: Option<PathBuf>,
+    /// Discover endpoints of services with `kubernetes:` from the cluster's API (in-cluster
+    /// service account, or KUBECONFIG).
+    #[arg(long, env = "REMORA_KUBERNETES")]
+    pub kubernetes: bool,
+    /// The Kubernetes API at this URL instead, without credentials (tests, `kubectl proxy`).
+    #[arg(long, env = "REMORA_KUBERNETES_API")]
+    pub kubernetes_api: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

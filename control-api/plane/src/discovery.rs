@@ -31,7 +31,7 @@ impl Source for StaticSource {
     }
 
     fn serves(&self, service: &Service) -> bool {
-        service.dns.is_none()
+        service.dns.is_none() && service.kubernetes.is_none()
     }
 
     fn endpoints(&self, service: &Service) -> Vec<Endpoint> {

@@ -14,6 +14,7 @@ pub mod dns;
 pub mod generate;
 pub mod identity;
 pub mod inject;
+pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -420,6 +420,37 @@ impl Model {
                 r.push("dns.refresh", "must be greater than zero (default 30s)");
             }
         }
+        if let Some(k) = &s.kubernetes {
+            if !s.endpoints.is_empty() || s.dns.is_some() {
+                r.push(
+                    "kubernetes",
+                    "a service's endpoints come from one place: static endpoints, dns or kubernetes; remove the others",
+                );
+            }
+            let dns_label = |v: &str| {
+                !v.is_empty()
+                    && v.len() <= 63
+                    && v.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !v.starts_with('-')
+                    && !v.ends_with('-')
+            };
+            if !dns_label(&k.service) {
+                r.push(
+                    "kubernetes.service",
+                    "required: the Service's name (a DNS label: lower-case letters, digits, '-')",
+                );
+            }
+            if !k.namespace.is_empty() && !dns_label(&k.namespace) {
+                r.push("kubernetes.namespace", "a namespace name (a DNS label)");
+            }
+            if k.port.parse::<u32>().is_ok_and(|p| p == 0 || p > 65_535) {
+                r.push(
+                    "kubernetes.port",
+                    "a port name or a number between 1 and 65535",
+                );
+            }
+        }
     }
 
     fn validate_policy(&self, p: &Policy, r: &mut Reporter<'_>) {

@@ -39,6 +39,8 @@ pub struct Options {
     /// For a CA certificate that names no trust domain.
     pub trust_domain: Option<String>,
     pub webhook: Option<WebhookOptions>,
+    /// Kubernetes discovery: `Some(None)` in-cluster, `Some(Some(url))` an API at `url`.
+    pub kubernetes: Option<Option<String>>,
 }
 
 /// The injection webhook's address, certificate and what it injects.
@@ -118,9 +120,18 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
             }
         }
     };
+    let kube = match &opts.kubernetes {
+        Some(api) => Some(
+            crate::kubernetes::client(api.as_deref())
+                .await
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     let sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(StaticSource),
-        Arc::new(DnsSource::new(resolver, changed_tx)),
+        Arc::new(DnsSource::new(resolver, changed_tx.clone())),
+        Arc::new(crate::kubernetes::KubernetesSource::new(kube, changed_tx)),
     ];
     let mesh = opts.mesh.clone();
     let hub = Hub::load(&mesh, sources, Arc::clone(&metrics))

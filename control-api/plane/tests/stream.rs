@@ -42,6 +42,7 @@ async fn start(name: &str) -> Running {
         cert_ttl: std::time::Duration::from_secs(3600),
         trust_domain: None,
         webhook: None,
+        kubernetes: None,
     })
     .await
     .unwrap()

@@ -364,3 +364,95 @@ fn reading_the_mesh_files_does_not_make_the_control_plane_reload() {
     );
     assert_eq!(reloads(), loaded, "reading files is not a change");
 }
+
+/// Sets the fake Kubernetes API's objects.
+fn kube_put(api: &str, objects: &serde_json::Value) {
+    let (out, err, ok) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &objects.to_string(),
+        &format!("http://{api}/_test/objects"),
+    ]);
+    assert!(ok, "{out}{err}");
+}
+
+fn slice(name: &str, endpoints: &[(&Upstream, bool, bool)]) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": { "name": name, "namespace": "shop", "labels": { "kubernetes.io/service-name": "orders" } },
+        "addressType": "IPv4",
+        "ports": [{ "name": "http", "port": endpoints.first().map_or(80, |e| e.0.addr.port()), "protocol": "TCP" }],
+        "endpoints": endpoints.iter().map(|(u, ready, terminating)| serde_json::json!({
+            "addresses": [u.addr.ip().to_string()],
+            "conditions": { "ready": ready, "serving": ready, "terminating": terminating },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[test]
+fn kubernetes_endpoint_slices_feed_the_mesh_and_survive_the_api_server_going_away() {
+    use remora_integration::peers::PyServer;
+    // Two upstreams on one port number is impossible on one IP, so each slice carries one
+    // endpoint on its own port: the Service port `http` maps to each slice's target port.
+    let a = Upstream::start("orders-a");
+    let b = Upstream::start("orders-b");
+    let api = PyServer::start("kube_api.py", &[]);
+    let service = serde_json::json!({
+        "metadata": { "name": "orders", "namespace": "shop" },
+        "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP" }] },
+    });
+    kube_put(
+        &api.addr(),
+        &serde_json::json!({ "services": [service], "endpointslices": [slice("orders-a", &[(&a, true, false)]), slice("orders-b", &[(&b, true, false)])] }),
+    );
+    let dir = mesh_dir(
+        r#"services:
+  - { name: orders, kubernetes: { namespace: shop, service: orders, port: http } }
+sidecars:
+  - { service: web, upstreams: [{ service: orders, address: "127.0.0.1:0" }] }
+"#,
+    );
+    let cp = ControlPlane::start_with(
+        dir.path(),
+        None,
+        &["--kubernetes-api", &format!("http://{}", api.addr())],
+    );
+    let web = sidecar(&cp, "web-1", "web", &[]);
+    let seen = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n).map(|_| served_by(&web, ORDERS)).collect()
+    };
+    eventually("both slices' endpoints", WAIT, || {
+        (seen(10).len() == 2).then_some(())
+    });
+    // b's endpoint starts terminating: traffic leaves it, with no failed request.
+    let load = Load::start(format!("{}/", web.url(ORDERS)), "orders");
+    load.wait_for(20);
+    kube_put(
+        &api.addr(),
+        &serde_json::json!({ "services": [service], "endpointslices": [slice("orders-a", &[(&a, true, false)]), slice("orders-b", &[(&b, false, true)])] }),
+    );
+    eventually("b drained", WAIT, || {
+        (seen(10) == std::collections::BTreeSet::from(["orders-a".to_owned()])).then_some(())
+    });
+    // The API server goes away: the last known endpoints keep serving.
+    let (out, err, ok) = curl(&["-X", "POST", &format!("http://{}/_test/down", api.addr())]);
+    assert!(ok, "{out}{err}");
+    let before = load.ok();
+    load.wait_for(before + 50);
+    let (ok_count, failed) = load.stop();
+    assert_eq!(failed, 0, "{ok_count} ok");
+    assert_eq!(
+        seen(5),
+        std::collections::BTreeSet::from(["orders-a".to_owned()])
+    );
+    // The control plane used list and watch, as a real client does.
+    let (paths, _, _) = curl(&[&format!("http://{}/_test/requests", api.addr())]);
+    assert!(
+        paths.contains("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices")
+            && paths.contains("watch=true")
+            && paths.contains("labelSelector=kubernetes.io%2Fservice-name%3Dorders"),
+        "{paths}"
+    );
+}

@@ -3,11 +3,12 @@ EndpointSlices, in the real API's shapes (there is no Kubernetes API server on t
 
   kube_api.py [--port P]
 
+  GET  /api/v1/pods[?labelSelector=KEY][&watch=true]   (all namespaces)
   GET  /api/v1/namespaces/NS/services[?fieldSelector=metadata.name=NAME][&watch=true]
   GET  /apis/discovery.k8s.io/v1/namespaces/NS/endpointslices[?labelSelector=kubernetes.io/service-name=NAME][&watch=true]
   GET  /version
   Test control (not part of the Kubernetes API):
-  PUT  /_test/objects      body: {"services": [...], "endpointslices": [...]} — replaces the
+  PUT  /_test/objects      body: {"pods": [...], "services": [...], "endpointslices": [...]} — replaces the
                            state; open watches get ADDED / MODIFIED / DELETED events
   POST /_test/down         closes every watch and answers 503 from then on
   POST /_test/up           serves again
@@ -24,13 +25,14 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Condition()
-STATE = {"services": {}, "endpointslices": {}}  # kind -> {(ns, name): object}
+STATE = {"pods": {}, "services": {}, "endpointslices": {}}  # kind -> {(ns, name): object}
 EVENTS = []  # (rv, kind, type, object)
 RV = [1]
 DOWN = [False]
 REQUESTS = []
 
 KINDS = {
+    "pods": ("v1", "Pod", "PodList"),
     "services": ("v1", "Service", "ServiceList"),
     "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice", "EndpointSliceList"),
 }
@@ -72,7 +74,7 @@ def replace(new):
 
 def matches(obj, ns, query):
     meta = obj["metadata"]
-    if meta.get("namespace", "default") != ns:
+    if ns is not None and meta.get("namespace", "default") != ns:
         return False
     for sel in query.get("labelSelector", []):
         for term in sel.split(","):
@@ -80,6 +82,8 @@ def matches(obj, ns, query):
                 k, v = term.split("=", 1)
                 if meta.get("labels", {}).get(k.rstrip("=")) != v:
                     return False
+            elif term and term not in meta.get("labels", {}):
+                return False
     for sel in query.get("fieldSelector", []):
         for term in sel.split(","):
             if term.startswith("metadata.name="):
@@ -134,6 +138,8 @@ class Handler(BaseHTTPRequestHandler):
         # api/v1/namespaces/NS/services  or  apis/discovery.k8s.io/v1/namespaces/NS/endpointslices
         if len(parts) >= 5 and parts[-3] == "namespaces" and parts[-1] in KINDS:
             ns, kind = parts[-2], parts[-1]
+        elif parts in (["api", "v1", "pods"], ["api", "v1", "services"], ["apis", "discovery.k8s.io", "v1", "endpointslices"]):
+            ns, kind = None, parts[-1]
         else:
             return self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "message": f"no route {url.path}"})
         if query.get("watch", ["false"])[0] in ("true", "1"):

@@ -19,6 +19,22 @@ pub trait Source: Send + Sync {
     fn endpoints(&self, service: &Service) -> Vec<Endpoint>;
     /// Called after every model change: start watching new services, stop removed ones.
     fn reconcile(&self, model: &Model);
+    /// Sidecar entries this source discovered (Kubernetes: from annotated pods); a model
+    /// entry of the same service takes precedence.
+    fn sidecars(&self) -> Vec<remora_control_api::proto::mesh::Sidecar> {
+        Vec::new()
+    }
+}
+
+/// Every source's discovered sidecars, by service.
+pub fn discovered_sidecars(
+    sources: &[std::sync::Arc<dyn Source>],
+) -> std::collections::BTreeMap<String, remora_control_api::proto::mesh::Sidecar> {
+    sources
+        .iter()
+        .flat_map(|s| s.sidecars())
+        .map(|s| (s.service.clone(), s))
+        .collect()
 }
 
 /// The endpoints written in the model.

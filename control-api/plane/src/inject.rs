@@ -242,7 +242,34 @@ pub fn patch(pod: &Value, settings: &Settings) -> Outcome {
     } else {
         ops.push(json!({ "op": "add", "path": "/spec/containers/0", "value": c }));
     }
-    let mut annotations = vec![(INJECTED.to_owned(), "true".to_owned())];
+    let mut annotations = vec![
+        (INJECTED.to_owned(), "true".to_owned()),
+        (
+            crate::kubernetes::LISTENER_ANNOTATION.to_owned(),
+            settings.inbound_port.to_string(),
+        ),
+    ];
+    // The control plane finds injected pods by this label (its value: their service).
+    let label_ok = service.len() <= 63
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if label_ok {
+        let path = format!(
+            "/metadata/labels{}",
+            if pod["metadata"]["labels"].is_object() {
+                format!("/{}", pointer_token(crate::kubernetes::SIDECAR_LABEL))
+            } else {
+                String::new()
+            }
+        );
+        let value = if pod["metadata"]["labels"].is_object() {
+            json!(service)
+        } else {
+            json!({ crate::kubernetes::SIDECAR_LABEL: service })
+        };
+        ops.push(json!({ "op": "add", "path": path, "value": value }));
+    }
     if settings.scrape
         && str_at(pod, &["metadata", "annotations", "prometheus.io/scrape"]).is_none()
     {

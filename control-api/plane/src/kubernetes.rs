@@ -9,13 +9,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Service as KubeService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use remora_control_api::proto::Endpoint;
-use remora_control_api::proto::mesh::Service;
+use remora_control_api::proto::mesh::{Inbound, Service, Sidecar, Upstream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -30,11 +31,27 @@ struct Watch {
     task: AbortHandle,
 }
 
-/// The Kubernetes source; each watched Service has its own task.
+/// The Kubernetes source; each watched Service has its own task, and one task watches the
+/// injected pods for their sidecar annotations.
 pub struct KubernetesSource {
     client: Option<kube::Client>,
     watches: Arc<Mutex<HashMap<Key, Watch>>>,
     changed: mpsc::Sender<()>,
+    sidecars: Arc<Mutex<BTreeMap<String, Sidecar>>>,
+    pods: Mutex<Option<AbortHandle>>,
+}
+
+impl Drop for KubernetesSource {
+    fn drop(&mut self) {
+        if let Some(t) = self
+            .pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            t.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for KubernetesSource {
@@ -77,6 +94,8 @@ impl KubernetesSource {
             client,
             watches: Arc::new(Mutex::new(HashMap::new())),
             changed,
+            sidecars: Arc::new(Mutex::new(BTreeMap::new())),
+            pods: Mutex::new(None),
         }
     }
 }
@@ -102,7 +121,29 @@ impl Source for KubernetesSource {
             .unwrap_or_default()
     }
 
+    fn sidecars(&self) -> Vec<Sidecar> {
+        self.sidecars
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn reconcile(&self, model: &Model) {
+        if let Some(client) = &self.client {
+            let mut pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
+            if pods.is_none() {
+                *pods = Some(
+                    tokio::spawn(watch_pods(
+                        client.clone(),
+                        Arc::clone(&self.sidecars),
+                        self.changed.clone(),
+                    ))
+                    .abort_handle(),
+                );
+            }
+        }
         let wanted: std::collections::BTreeSet<Key> = model
             .services
             .values()
@@ -243,6 +284,116 @@ async fn watch(
             let _ = changed.try_send(());
         }
     }
+}
+
+/// Pods the webhook injected carry this label (value: their mesh service).
+pub const SIDECAR_LABEL: &str = "remora.io/sidecar";
+/// The sidecar's inbound (mesh) port, set by the webhook.
+pub const LISTENER_ANNOTATION: &str = "remora.io/inbound-listener";
+
+/// Watches injected pods (all namespaces) and keeps one sidecar entry per service, from the
+/// newest running pod's annotations.
+async fn watch_pods(
+    client: kube::Client,
+    sidecars: Arc<Mutex<BTreeMap<String, Sidecar>>>,
+    changed: mpsc::Sender<()>,
+) {
+    let pods = watcher::watcher(
+        Api::<Pod>::all(client),
+        watcher::Config::default().labels(SIDECAR_LABEL),
+    )
+    .default_backoff();
+    let mut pods = std::pin::pin!(pods);
+    let mut objects = Objects::<Pod>::new();
+    let mut failing = false;
+    while let Some(event) = pods.next().await {
+        match event {
+            Ok(e) => objects.apply(e),
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "Kubernetes API unavailable for pods; keeping the sidecars known");
+                }
+                failing = true;
+                continue;
+            }
+        }
+        failing = false;
+        if !objects.synced {
+            continue;
+        }
+        let found = sidecars_of(objects.current.values());
+        let updated = {
+            let mut s = sidecars.lock().unwrap_or_else(PoisonError::into_inner);
+            (*s != found).then(|| *s = found).is_some()
+        };
+        if updated {
+            let _ = changed.try_send(());
+        }
+    }
+}
+
+/// One sidecar entry per service, from the newest live pod of each: its inbound listener
+/// (`remora.io/inbound-listener`, default 4143) before the app port
+/// (`remora.io/inbound-port`), and its upstreams (`remora.io/upstreams`).
+pub fn sidecars_of<'a>(pods: impl Iterator<Item = &'a Pod>) -> BTreeMap<String, Sidecar> {
+    let mut newest: BTreeMap<String, &Pod> = BTreeMap::new();
+    for p in pods {
+        let meta = &p.metadata;
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if meta.deletion_timestamp.is_some() || matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let Some(service) = meta.labels.as_ref().and_then(|l| l.get(SIDECAR_LABEL)) else {
+            continue;
+        };
+        let created = |p: &Pod| p.metadata.creation_timestamp.clone();
+        match newest.get(service) {
+            Some(q) if created(q) >= created(p) => {}
+            _ => {
+                newest.insert(service.clone(), p);
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(service, p)| {
+            let ann = |k: &str| {
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(k))
+                    .map(String::as_str)
+            };
+            let port = |k: &str| {
+                ann(k)
+                    .and_then(|v| v.trim().parse::<u16>().ok())
+                    .filter(|p| *p != 0)
+            };
+            let inbound = port(crate::inject::INBOUND_PORT).map(|app| Inbound {
+                address: format!("0.0.0.0:{}", port(LISTENER_ANNOTATION).unwrap_or(4143)),
+                app: format!("127.0.0.1:{app}"),
+                ..Inbound::default()
+            });
+            let upstreams = ann(crate::inject::UPSTREAMS)
+                .map(crate::inject::upstreams)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(service, port)| Upstream {
+                    service,
+                    address: format!("127.0.0.1:{port}"),
+                    protocol: 0,
+                })
+                .collect();
+            (
+                service.clone(),
+                Sidecar {
+                    service,
+                    inbound,
+                    upstreams,
+                },
+            )
+        })
+        .collect()
 }
 
 /// The Service port's name for `port` (a name, a number, or empty for the only port).

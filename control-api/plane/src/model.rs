@@ -21,6 +21,9 @@ pub const OVERLAY_ORIGIN: &str = "applied";
 /// Names the generated configuration uses for the inbound side; no service may take them.
 pub const RESERVED_NAMES: [&str; 2] = ["inbound", "inbound-app"];
 
+/// The origin of sidecar entries discovered from pods.
+pub const DISCOVERED_ORIGIN: &str = "kubernetes pods";
+
 /// One problem in the mesh model.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ModelError {
@@ -307,6 +310,47 @@ impl Model {
                     });
                 }
             }
+        }
+    }
+
+    /// Adds sidecars discovered at runtime (from pods) for services the documents give no
+    /// sidecar entry; upstreams naming unknown services are dropped, so a pod's annotation
+    /// can never make the model invalid.
+    pub fn add_discovered(&mut self, discovered: &std::collections::BTreeMap<String, Sidecar>) {
+        for (service, s) in discovered {
+            let plain = !service.is_empty()
+                && service.len() <= 63
+                && service
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            if self.sidecars.contains_key(service) || !plain {
+                continue;
+            }
+            let mut s = s.clone();
+            let mut seen = BTreeSet::new();
+            s.upstreams.retain(|u| {
+                let known = self.services.contains_key(&u.service);
+                if !known {
+                    tracing::warn!(sidecar = %service, upstream = %u.service, "a pod names an unknown upstream service; ignored");
+                }
+                known && seen.insert(u.service.clone())
+            });
+            let mut problems = Vec::new();
+            self.validate_sidecar(
+                &s,
+                &mut Reporter::new(DISCOVERED_ORIGIN, "sidecar", service, &mut problems),
+            );
+            if !problems.is_empty() {
+                tracing::warn!(sidecar = %service, problems = ?problems, "a sidecar discovered from pods is not usable; ignored");
+                continue;
+            }
+            self.sidecars.insert(
+                service.clone(),
+                Entry {
+                    origin: DISCOVERED_ORIGIN.to_owned(),
+                    value: s,
+                },
+            );
         }
     }
 

@@ -209,6 +209,8 @@ struct Inner {
     generation: u64,
     /// Connected proxies per service (from the registry).
     connected: generate::Connected,
+    /// Sidecar entries the sources discovered (pods), merged under the documents' own.
+    discovered: BTreeMap<String, remora_control_api::proto::mesh::Sidecar>,
 }
 
 /// Owns the model and publishes every new state.
@@ -262,6 +264,7 @@ impl Hub {
                 overlay,
                 generation: 1,
                 connected: generate::Connected::new(),
+                discovered: BTreeMap::new(),
             }),
             tx,
             sources,
@@ -359,6 +362,26 @@ impl Hub {
     /// Regenerates with the endpoints discovery now reports (the model is unchanged).
     pub fn refresh_endpoints(&self) {
         let mut inner = self.lock();
+        let discovered = discovery::discovered_sidecars(&self.sources);
+        if discovered != inner.discovered {
+            inner.discovered = discovered;
+            let rebuilt = candidate(
+                &self.sources,
+                &inner.docs,
+                &inner.overlay,
+                &inner.connected,
+                inner.generation + 1,
+            );
+            match rebuilt {
+                Ok(state) => {
+                    self.publish(&mut inner, state);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "sidecars discovered from pods make the mesh invalid; keeping the previous model");
+                }
+            }
+            return;
+        }
         let current = self.current();
         let resolved = discovery::resolve_all(&self.sources, &current.model);
         if resolved == current.resolved {
@@ -434,7 +457,8 @@ fn candidate(
     connected: &generate::Connected,
     generation: u64,
 ) -> Result<MeshState, ModelErrors> {
-    let model = model::build(docs, overlay)?;
+    let mut model = model::build(docs, overlay)?;
+    model.add_discovered(&discovery::discovered_sidecars(sources));
     let resolved = discovery::resolve_all(sources, &model);
     MeshState::compile_with(Arc::new(model), resolved, connected.clone(), generation)
 }

@@ -456,3 +456,65 @@ sidecars:
         "{paths}"
     );
 }
+
+#[test]
+fn injected_pods_annotations_become_sidecar_entries() {
+    use remora_integration::peers::PyServer;
+    let orders = Upstream::start("orders");
+    let api = PyServer::start("kube_api.py", &[]);
+    // The port the app will call, as `remora.io/upstreams` says, and the sidecar's inbound
+    // port (free ones, so parallel tests never collide).
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    };
+    let (port, listener) = (free(), free());
+    let pod = serde_json::json!({
+        "metadata": {
+            "name": "web-5f7d9-abcde",
+            "namespace": "shop",
+            "creationTimestamp": "2026-12-04T07:00:00Z",
+            "labels": { "remora.io/sidecar": "web", "app": "web" },
+            "annotations": {
+                "remora.io/upstreams": format!("orders:{port}, ghost:7009"),
+                "remora.io/inbound-port": "8080",
+                "remora.io/inbound-listener": listener.to_string(),
+            },
+        },
+        "spec": { "containers": [{ "name": "web", "image": "registry.example/web:1" }] },
+        "status": { "phase": "Running" },
+    });
+    kube_put(&api.addr(), &serde_json::json!({ "pods": [pod] }));
+    let dir = mesh_dir(&format!(
+        "services:\n  - {{ name: orders, endpoints: [{{ address: \"{}\" }}] }}\n",
+        orders.addr
+    ));
+    let cp = ControlPlane::start_with(
+        dir.path(),
+        None,
+        &["--kubernetes-api", &format!("http://{}", api.addr())],
+    );
+    // The model has no sidecar entry for web: it comes from the pod.
+    let web = sidecar(&cp, "web-5f7d9-abcde", "web", &[]);
+    eventually(
+        "the outbound listener from the pod's annotation",
+        WAIT,
+        || {
+            web.listeners()
+                .get("outbound-orders")
+                .filter(|a| a.port() == port)
+                .map(|_| ())
+        },
+    );
+    let (out, _, ok) = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert!(ok && out.contains("orders"), "{out}");
+    // The unknown upstream was dropped, and the inbound listener points at the app's port.
+    let (_, config) = web.admin_get("/config");
+    assert!(!config.contains("outbound-ghost"), "{config}");
+    assert!(
+        config.contains("127.0.0.1:8080") && config.contains(&format!("0.0.0.0:{listener}")),
+        "{config}"
+    );
+}

@@ -99,6 +99,16 @@ fn a_pod_gets_a_native_sidecar_once() {
     );
     assert_eq!(pod["metadata"]["annotations"][INJECTED], "true");
     assert_eq!(pod["metadata"]["annotations"]["prometheus.io/port"], "9901");
+    assert_eq!(
+        pod["metadata"]["annotations"]["remora.io/inbound-listener"],
+        "4143"
+    );
+    // The control plane finds injected pods by this label.
+    assert_eq!(pod["metadata"]["labels"]["remora.io/sidecar"], "orders");
+    assert_eq!(
+        pod["metadata"]["labels"]["app"], "orders",
+        "existing labels kept"
+    );
 
     // Injecting the injected pod again changes nothing.
     let mut again = review;

@@ -37,8 +37,19 @@ impl ControlPlane {
 
     /// Like [`Self::start`], with extra `serve` arguments (e.g. `--ca DIR`).
     pub fn start_with(mesh_dir: &Path, grpc: Option<SocketAddr>, extra: &[&str]) -> Self {
+        Self::start_with_env(mesh_dir, grpc, extra, &[])
+    }
+
+    /// Like [`Self::start_with`], with environment variables set.
+    pub fn start_with_env(
+        mesh_dir: &Path,
+        grpc: Option<SocketAddr>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let grpc_arg = grpc.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--mesh")
             .arg(mesh_dir)

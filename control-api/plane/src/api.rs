@@ -191,12 +191,16 @@ impl Api {
             .services
             .iter()
             .map(|(name, e)| {
-                let source = crate::discovery::source_of(self.hub.sources(), &e.value)
-                    .map_or("none", |s| s.kind());
+                let found = crate::discovery::source_of(self.hub.sources(), &e.value);
+                let source = found.map_or("none", |s| s.kind());
+                let stale = found
+                    .and_then(|s| s.status(&e.value))
+                    .and_then(|st| st.stale);
                 json!({
                     "name": name,
                     "origin": e.origin,
                     "source": source,
+                    "stale": stale,
                     "endpoints": state.resolved.get(name).cloned().unwrap_or_default(),
                     "spec": e.value,
                 })

@@ -106,6 +106,23 @@ pub struct ServeArgs {
     /// The Kubernetes API at this URL instead, without credentials (tests, `kubectl proxy`).
     #[arg(long, env = "REMORA_KUBERNETES_API")]
     pub kubernetes_api: Option<String>,
+    /// Consul's HTTP API, for services with `consul:` (ACL token from CONSUL_HTTP_TOKEN).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8500",
+        env = "CONSUL_HTTP_ADDR"
+    )]
+    pub consul: String,
+    /// Eureka's REST API, for services with `eureka:`.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8761/eureka",
+        env = "REMORA_EUREKA"
+    )]
+    pub eureka: String,
+    /// How often the Eureka registry's changes are fetched.
+    #[arg(long, default_value = "30s", value_parser = remora_certs::ttl::parse, env = "REMORA_EUREKA_REFRESH")]
+    pub eureka_refresh: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]

@@ -157,7 +157,7 @@ pub fn render_table(what: GetKind, value: &Value) -> String {
     let items = value.as_array().cloned().unwrap_or_default();
     let (header, rows): (Vec<&str>, Vec<Vec<String>>) = match what {
         GetKind::Services => (
-            vec!["NAME", "SOURCE", "ENDPOINTS", "FROM"],
+            vec!["NAME", "SOURCE", "ENDPOINTS", "FROM", "STALE"],
             items
                 .iter()
                 .map(|s| {
@@ -170,6 +170,7 @@ pub fn render_table(what: GetKind, value: &Value) -> String {
                         field(s, "source"),
                         n.to_string(),
                         field(s, "origin"),
+                        field(s, "stale"),
                     ]
                 })
                 .collect(),

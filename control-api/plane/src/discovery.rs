@@ -24,6 +24,18 @@ pub trait Source: Send + Sync {
     fn sidecars(&self) -> Vec<remora_control_api::proto::mesh::Sidecar> {
         Vec::new()
     }
+    /// How the service's endpoints stand with this source (`get services`).
+    fn status(&self, _service: &Service) -> Option<SourceStatus> {
+        None
+    }
+}
+
+/// A source's word on one service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStatus {
+    pub source: &'static str,
+    /// Why the last known endpoints are kept despite the registry, when they are.
+    pub stale: Option<String>,
 }
 
 /// Every source's discovered sidecars, by service.
@@ -47,7 +59,10 @@ impl Source for StaticSource {
     }
 
     fn serves(&self, service: &Service) -> bool {
-        service.dns.is_none() && service.kubernetes.is_none()
+        service.dns.is_none()
+            && service.kubernetes.is_none()
+            && service.consul.is_none()
+            && service.eureka.is_none()
     }
 
     fn endpoints(&self, service: &Service) -> Vec<Endpoint> {

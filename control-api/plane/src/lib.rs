@@ -9,8 +9,10 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod consul;
 pub mod discovery;
 pub mod dns;
+pub mod eureka;
 pub mod generate;
 pub mod identity;
 pub mod inject;
@@ -18,6 +20,7 @@ pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod polled;
 pub mod registry;
 pub mod serve;
 pub mod state;

@@ -55,6 +55,9 @@ async fn run_serve(s: remora_control::cli::ServeArgs) -> anyhow::Result<()> {
         cert_ttl: s.cert_ttl,
         trust_domain: s.trust_domain,
         kubernetes: (s.kubernetes || s.kubernetes_api.is_some()).then_some(s.kubernetes_api),
+        consul: s.consul,
+        eureka: s.eureka,
+        eureka_refresh: s.eureka_refresh,
         webhook: match (s.webhook, s.webhook_cert, s.webhook_key, s.injection) {
             (Some(addr), Some(cert), Some(key), Some(injection)) => Some(serve::WebhookOptions {
                 addr,

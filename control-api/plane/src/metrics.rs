@@ -29,6 +29,19 @@ pub struct Metrics {
     pub model_reloads: Family<ResultLabels, Counter>,
     pub certificates: Family<ResultLabels, Counter>,
     pub injections: Family<ResultLabels, Counter>,
+    pub discovery_stale: Family<ServiceLabels, Gauge>,
+    pub discovery_errors: Family<SourceLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+    pub source: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,6 +99,18 @@ impl Metrics {
             "Pods seen by the injection webhook, by result: injected, already-injected, opted-out, host-network, no-service, not-a-pod, error",
             injections.clone(),
         );
+        let discovery_stale: Family<ServiceLabels, Gauge> = Family::default();
+        registry.register(
+            "discovery_stale",
+            "1 while a service's last known endpoints are kept despite its registry (an error or an empty answer), within its grace period",
+            discovery_stale.clone(),
+        );
+        let discovery_errors: Family<SourceLabels, Counter> = Family::default();
+        registry.register(
+            "discovery_errors",
+            "Failed registry queries, by source",
+            discovery_errors.clone(),
+        );
         // Every series exists from the start, at zero.
         for t in ["config", "endpoints"] {
             let _ = pushes.get_or_create(&TypeLabels { r#type: t });
@@ -102,6 +127,8 @@ impl Metrics {
             model_reloads,
             certificates,
             injections,
+            discovery_stale,
+            discovery_errors,
         }
     }
 

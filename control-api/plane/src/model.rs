@@ -446,12 +446,6 @@ impl Model {
             check_addr(r, &format!("endpoints[{i}].address"), &e.address);
         }
         if let Some(dns) = &s.dns {
-            if !s.endpoints.is_empty() {
-                r.push(
-                    "dns",
-                    "a service has static endpoints or dns, not both; remove one",
-                );
-            }
             if dns.name.is_empty() {
                 r.push("dns.name", "required (a host name to resolve)");
             }
@@ -464,13 +458,23 @@ impl Model {
                 r.push("dns.refresh", "must be greater than zero (default 30s)");
             }
         }
+        let sources = usize::from(!s.endpoints.is_empty())
+            + usize::from(s.dns.is_some())
+            + usize::from(s.kubernetes.is_some())
+            + usize::from(s.consul.is_some())
+            + usize::from(s.eureka.is_some());
+        if sources > 1 {
+            r.push(
+                "endpoints",
+                "a service's endpoints come from one place: endpoints, dns, kubernetes, consul or eureka; keep one",
+            );
+        }
+        if let Some(g) = &s.grace_period
+            && (g.seconds < 0 || g.nanos < 0 || g.seconds > 7 * 86_400)
+        {
+            r.push("gracePeriod", "must be between 0s and 7 days");
+        }
         if let Some(k) = &s.kubernetes {
-            if !s.endpoints.is_empty() || s.dns.is_some() {
-                r.push(
-                    "kubernetes",
-                    "a service's endpoints come from one place: static endpoints, dns or kubernetes; remove the others",
-                );
-            }
             let dns_label = |v: &str| {
                 !v.is_empty()
                     && v.len() <= 63

@@ -41,6 +41,10 @@ pub struct Options {
     pub webhook: Option<WebhookOptions>,
     /// Kubernetes discovery: `Some(None)` in-cluster, `Some(Some(url))` an API at `url`.
     pub kubernetes: Option<Option<String>>,
+    /// Consul's and Eureka's HTTP APIs.
+    pub consul: String,
+    pub eureka: String,
+    pub eureka_refresh: std::time::Duration,
 }
 
 /// The injection webhook's address, certificate and what it injects.
@@ -131,7 +135,20 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(StaticSource),
         Arc::new(DnsSource::new(resolver, changed_tx.clone())),
-        Arc::new(crate::kubernetes::KubernetesSource::new(kube, changed_tx)),
+        Arc::new(crate::kubernetes::KubernetesSource::new(
+            kube,
+            changed_tx.clone(),
+        )),
+        Arc::new(crate::polled::PolledSource::new(
+            crate::consul::Consul::new(&opts.consul, std::env::var("CONSUL_HTTP_TOKEN").ok()),
+            changed_tx.clone(),
+            Arc::clone(&metrics),
+        )),
+        Arc::new(crate::polled::PolledSource::new(
+            crate::eureka::Eureka::new(&opts.eureka, opts.eureka_refresh),
+            changed_tx,
+            Arc::clone(&metrics),
+        )),
     ];
     let mesh = opts.mesh.clone();
     let hub = Hub::load(&mesh, sources, Arc::clone(&metrics))

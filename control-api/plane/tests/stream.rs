@@ -43,6 +43,9 @@ async fn start(name: &str) -> Running {
         trust_domain: None,
         webhook: None,
         kubernetes: None,
+        consul: "http://127.0.0.1:9".into(),
+        eureka: "http://127.0.0.1:9/eureka".into(),
+        eureka_refresh: std::time::Duration::from_secs(30),
     })
     .await
     .unwrap()

@@ -18,6 +18,7 @@ mod mesh_tls;
 mod mtls;
 mod peers;
 mod protocols;
+mod registries;
 mod reload;
 mod resilience;
 mod shutdown;

@@ -100,7 +100,7 @@ fn static_and_dns_together_is_an_error() {
     )]);
     assert!(
         e.iter().any(|l| l.starts_with(
-            r#"m.yaml: service "a": dns: a service has static endpoints or dns, not both"#
+            r#"m.yaml: service "a": endpoints: a service's endpoints come from one place"#
         )),
         "{e:?}"
     );

@@ -1,4 +1,4 @@
-"""Small Consul and Eureka servers for discovery tests (neither exists on this machine),
+"""Small Consul, Eureka, Nomad and Marathon servers for discovery tests (neither exists on this machine),
 speaking the documented subset of each API in the real shapes.
 
   registries.py consul [--port P] [--token T]
@@ -6,6 +6,12 @@ speaking the documented subset of each API in the real shapes.
           (Consul 1.x health API: entries {Node, Service, Checks}; X-Consul-Index; a
           blocking query returns on a change or after `wait`; with --token the request
           needs X-Consul-Token)
+  registries.py nomad [--port P]
+      GET /v1/service/NAME?namespace=NS[&index=I&wait=30s] (Nomad 1.x native service
+          registrations; X-Nomad-Index; blocking like Consul)
+  registries.py marathon [--port P]
+      GET /v2/apps?embed=apps.tasks, GET /v2/events (server-sent events: one
+          status_update_event per change, a comment line every 2 s)
   registries.py eureka [--port P]
       GET /eureka/apps, GET /eureka/apps/delta (Eureka 1.x REST, JSON with
           Accept: application/json; the delta holds the last 3 minutes of changes and the
@@ -14,6 +20,8 @@ speaking the documented subset of each API in the real shapes.
 Test control (not part of either API):
   PUT  /_test/state   consul: {"NAME": [{"node", "address", "port", "dc", "tags", "passing", "weight"}]}
                       eureka: {"APP": [{"id", "ip", "port", "securePort", "status", "zone"}]}
+                      nomad: {"NAME": [{"address", "port", "tags", "namespace"}]}
+                      marathon: {"apps": [Marathon app JSON with "tasks"]}
   POST /_test/down, /_test/up      answer 500 / serve again
   POST /_test/lose-delta           the next change is left out of the delta (a missed change)
   GET  /_test/requests             request paths so far
@@ -170,6 +178,29 @@ class Handler(BaseHTTPRequestHandler):
                     return self.send(500, {"error": "down for the test"})
                 body, idx = consul_entries(name, q), INDEX[0]
             return self.send(200, body, [("X-Consul-Index", str(idx)), ("X-Consul-KnownLeader", "true")])
+        if ARGS.kind == "nomad" and url.path.startswith("/v1/service/"):
+            name = urllib.parse.unquote(url.path[len("/v1/service/"):])
+            ns = q.get("namespace", ["default"])[0]
+            index = int(q.get("index", ["0"])[0] or 0)
+            wait = min(float(q.get("wait", ["0s"])[0].rstrip("s") or 0), 30.0)
+            deadline = time.time() + wait
+            with COND:
+                while index and index >= INDEX[0] and time.time() < deadline and not DOWN[0]:
+                    COND.wait(timeout=max(0.0, deadline - time.time()))
+                if DOWN[0]:
+                    return self.send(500, {"error": "down for the test"})
+                regs = [{"ID": f"_nomad-task-{i}", "ServiceName": name, "Namespace": r.get("namespace", "default"),
+                         "NodeID": f"node-{i}", "Datacenter": "dc1", "JobID": name, "AllocID": f"alloc-{i}",
+                         "Tags": r.get("tags", []), "Address": r["address"], "Port": r["port"],
+                         "CreateIndex": INDEX[0], "ModifyIndex": INDEX[0]}
+                        for i, r in enumerate(STATE.get(name, [])) if r.get("namespace", "default") == ns]
+                idx = INDEX[0]
+            return self.send(200, regs, [("X-Nomad-Index", str(idx))])
+        if ARGS.kind == "marathon" and url.path == "/v2/apps":
+            with COND:
+                return self.send(200, {"apps": STATE.get("apps", [])})
+        if ARGS.kind == "marathon" and url.path == "/v2/events":
+            return self.events()
         if ARGS.kind == "eureka" and url.path == "/eureka/apps":
             with COND:
                 apps = [(n, [eureka_instance(n, i) for i in v]) for n, v in sorted(STATE.items())]
@@ -185,10 +216,42 @@ class Handler(BaseHTTPRequestHandler):
         self.send(404, {"error": f"no route {url.path}"})
 
 
+def _events(self):
+    self.send_response(200)
+    self.send_header("content-type", "text/event-stream")
+    self.send_header("transfer-encoding", "chunked")
+    self.end_headers()
+
+    def chunk(text):
+        data = text.encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    seen = INDEX[0]
+    try:
+        chunk("event: event_stream_attached\ndata: {}\n\n")
+        while not DOWN[0]:
+            with COND:
+                if INDEX[0] == seen:
+                    COND.wait(timeout=2)
+                changed, seen = INDEX[0] != seen, INDEX[0]
+            if changed:
+                chunk('event: status_update_event\ndata: {"eventType": "status_update_event"}\n\n')
+            else:
+                chunk(":\n")
+        self.wfile.write(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    self.close_connection = True
+
+
+Handler.events = _events
+
+
 def main():
     global ARGS
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["consul", "eureka"])
+    p.add_argument("kind", choices=["consul", "eureka", "nomad", "marathon"])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--token")
     ARGS = p.parse_args()

@@ -120,6 +120,12 @@ pub struct ServeArgs {
         env = "REMORA_EUREKA"
     )]
     pub eureka: String,
+    /// Nomad's HTTP API, for services with `nomad:` (ACL token from NOMAD_TOKEN).
+    #[arg(long, default_value = "http://127.0.0.1:4646", env = "NOMAD_ADDR")]
+    pub nomad: String,
+    /// Marathon's REST API, for services with `marathon:`.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "REMORA_MARATHON")]
+    pub marathon: String,
     /// How often the Eureka registry's changes are fetched.
     #[arg(long, default_value = "30s", value_parser = remora_certs::ttl::parse, env = "REMORA_EUREKA_REFRESH")]
     pub eureka_refresh: std::time::Duration,

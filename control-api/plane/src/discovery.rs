@@ -63,6 +63,8 @@ impl Source for StaticSource {
             && service.kubernetes.is_none()
             && service.consul.is_none()
             && service.eureka.is_none()
+            && service.nomad.is_none()
+            && service.marathon.is_none()
     }
 
     fn endpoints(&self, service: &Service) -> Vec<Endpoint> {

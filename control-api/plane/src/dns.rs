@@ -1,6 +1,8 @@
-//! DNS discovery: a service with `dns: {name, port, refresh}` gets the A/AAAA records of
-//! `name` with `port`, re-resolved every `refresh` (default 30s). On an error or an empty
-//! answer the last known set is kept and a warning logged. The name server is explicit
+//! DNS discovery: a service with `dns: {name, port, refresh, srv}` gets the A/AAAA records
+//! of `name` with `port`, or with `srv` the SRV records of `name` (each target's addresses,
+//! the record's port and weight, lowest priority only), re-resolved every `refresh` or, by
+//! default, when the answer's TTL runs out (1 s to 300 s). On an error or an empty answer
+//! the last known set is kept and a warning logged. The name server is explicit
 //! (`serve --dns-server IP:PORT`, else the `nameserver` lines of /etc/resolv.conf).
 
 use std::collections::HashMap;
@@ -19,15 +21,21 @@ use tokio::task::AbortHandle;
 use crate::discovery::Source;
 use crate::model::Model;
 
-pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
+/// Bounds on a TTL-driven refresh.
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+pub const MAX_REFRESH: Duration = Duration::from_secs(300);
+/// Retry after a failed lookup when the refresh follows the TTL.
+const RETRY: Duration = Duration::from_secs(5);
 /// Upper bound on addresses kept from one answer.
 pub const MAX_ADDRESSES: usize = 1024;
 
-/// What is resolved: a host name and the port to pair its addresses with.
-type Key = (String, u16);
+/// What is resolved: a host name, the port to pair its addresses with, and whether it is an
+/// SRV name.
+type Key = (String, u16, bool);
 
 struct Watch {
-    refresh: Duration,
+    /// None: follow the answers' TTL.
+    refresh: Option<Duration>,
     last: Vec<Endpoint>,
     task: AbortHandle,
 }
@@ -74,9 +82,12 @@ pub fn resolver(servers: &[SocketAddr]) -> Result<TokioResolver, String> {
 
 /// The `nameserver` lines of /etc/resolv.conf, port 53.
 pub fn system_servers() -> Vec<SocketAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
+    servers_in(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+}
+
+/// The `nameserver` lines of a resolv.conf text.
+pub fn servers_in(text: &str) -> Vec<SocketAddr> {
+    text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
@@ -107,9 +118,13 @@ impl Drop for DnsSource {
     }
 }
 
-fn key_of(service: &Service) -> Option<(Key, Duration)> {
+fn key_of(service: &Service) -> Option<(Key, Option<Duration>)> {
     let dns = service.dns.as_ref()?;
-    let port = u16::try_from(dns.port).ok()?;
+    let port = if dns.srv {
+        0
+    } else {
+        u16::try_from(dns.port).ok()?
+    };
     let refresh = dns
         .refresh
         .as_ref()
@@ -118,9 +133,8 @@ fn key_of(service: &Service) -> Option<(Key, Duration)> {
             let nanos = u32::try_from(d.nanos).ok()?;
             Some(Duration::new(secs, nanos))
         })
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_REFRESH);
-    Some(((dns.name.clone(), port), refresh))
+        .filter(|d| !d.is_zero());
+    Some(((dns.name.clone(), port, dns.srv), refresh))
 }
 
 impl Source for DnsSource {
@@ -143,11 +157,14 @@ impl Source for DnsSource {
     }
 
     fn reconcile(&self, model: &Model) {
-        let mut wanted: HashMap<Key, Duration> = HashMap::new();
+        let mut wanted: HashMap<Key, Option<Duration>> = HashMap::new();
         for e in model.services.values() {
             if let Some((key, refresh)) = key_of(&e.value) {
                 let r = wanted.entry(key).or_insert(refresh);
-                *r = (*r).min(refresh);
+                *r = match (*r, refresh) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
         }
         let mut watches = self.lock();
@@ -189,25 +206,19 @@ impl Source for DnsSource {
 async fn resolve_loop(
     resolver: TokioResolver,
     key: Key,
-    refresh: Duration,
+    refresh: Option<Duration>,
     watches: Arc<Mutex<HashMap<Key, Watch>>>,
     changed: mpsc::Sender<()>,
 ) {
-    let (name, port) = &key;
+    let (name, port, srv) = &key;
     loop {
-        match resolver.lookup_ip(name.as_str()).await {
-            Ok(answer) => {
-                let mut endpoints: Vec<Endpoint> = answer
-                    .iter()
-                    .take(MAX_ADDRESSES)
-                    .map(|ip| Endpoint {
-                        address: SocketAddr::new(ip, *port).to_string(),
-                        weight: None,
-                        identity: String::new(),
-                    })
-                    .collect();
-                endpoints.sort_by(|a, b| a.address.cmp(&b.address));
-                endpoints.dedup();
+        let answer = if *srv {
+            lookup_srv(&resolver, name).await
+        } else {
+            lookup_addresses(&resolver, name, *port).await
+        };
+        let next = match answer {
+            Ok((endpoints, valid_until)) => {
                 if endpoints.is_empty() {
                     tracing::warn!(%name, "DNS answer is empty; keeping the last known endpoints");
                 } else {
@@ -227,13 +238,86 @@ async fn resolve_loop(
                         let _ = changed.try_send(());
                     }
                 }
+                refresh.unwrap_or_else(|| {
+                    valid_until
+                        .saturating_duration_since(std::time::Instant::now())
+                        .clamp(MIN_REFRESH, MAX_REFRESH)
+                })
             }
             Err(e) => {
                 tracing::warn!(%name, error = %e, "DNS lookup failed; keeping the last known endpoints");
+                refresh.unwrap_or(RETRY)
             }
-        }
-        tokio::time::sleep(refresh).await;
+        };
+        tokio::time::sleep(next).await;
     }
+}
+
+fn endpoint(ip: std::net::IpAddr, port: u16, weight: Option<u32>) -> Endpoint {
+    Endpoint {
+        address: SocketAddr::new(ip, port).to_string(),
+        weight: weight.map(|value| pbjson_types::UInt32Value { value }),
+        identity: String::new(),
+    }
+}
+
+fn tidy(mut endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+    endpoints.sort_by(|a, b| a.address.cmp(&b.address));
+    endpoints.dedup_by(|a, b| a.address == b.address);
+    endpoints.truncate(MAX_ADDRESSES);
+    endpoints
+}
+
+/// A/AAAA: the addresses with `port`, and when the answer expires.
+async fn lookup_addresses(
+    resolver: &TokioResolver,
+    name: &str,
+    port: u16,
+) -> Result<(Vec<Endpoint>, std::time::Instant), String> {
+    let answer = resolver.lookup_ip(name).await.map_err(|e| e.to_string())?;
+    let eps = answer
+        .iter()
+        .take(MAX_ADDRESSES)
+        .map(|ip| endpoint(ip, port, None))
+        .collect();
+    Ok((tidy(eps), answer.valid_until()))
+}
+
+/// SRV: the lowest-priority records' targets, each address with the record's port and
+/// weight (0 counts as 1), and when the answers expire.
+async fn lookup_srv(
+    resolver: &TokioResolver,
+    name: &str,
+) -> Result<(Vec<Endpoint>, std::time::Instant), String> {
+    use hickory_resolver::proto::rr::RData;
+    let answer = resolver.srv_lookup(name).await.map_err(|e| e.to_string())?;
+    let mut valid_until = answer.valid_until();
+    let records: Vec<_> = answer
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(lowest) = records.iter().map(|s| s.priority).min() else {
+        return Ok((Vec::new(), valid_until));
+    };
+    let mut eps = Vec::new();
+    for s in records.iter().filter(|s| s.priority == lowest).take(64) {
+        let target = s.target.to_string();
+        let ips = resolver
+            .lookup_ip(target.as_str())
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        valid_until = valid_until.min(ips.valid_until());
+        let weight = u32::from(s.weight).clamp(1, 10_000);
+        eps.extend(
+            ips.iter()
+                .map(|ip| endpoint(ip, s.port, (weight != 1).then_some(weight))),
+        );
+    }
+    Ok((tidy(eps), valid_until))
 }
 
 #[cfg(test)]

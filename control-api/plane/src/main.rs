@@ -58,6 +58,8 @@ async fn run_serve(s: remora_control::cli::ServeArgs) -> anyhow::Result<()> {
         consul: s.consul,
         eureka: s.eureka,
         eureka_refresh: s.eureka_refresh,
+        nomad: s.nomad,
+        marathon: s.marathon,
         webhook: match (s.webhook, s.webhook_cert, s.webhook_key, s.injection) {
             (Some(addr), Some(cert), Some(key), Some(injection)) => Some(serve::WebhookOptions {
                 addr,

@@ -449,8 +449,11 @@ impl Model {
             if dns.name.is_empty() {
                 r.push("dns.name", "required (a host name to resolve)");
             }
-            if dns.port == 0 || dns.port > u32::from(u16::MAX) {
-                r.push("dns.port", "must be between 1 and 65535");
+            if !dns.srv && (dns.port == 0 || dns.port > u32::from(u16::MAX)) {
+                r.push(
+                    "dns.port",
+                    "must be between 1 and 65535 (or set srv: true to take ports from SRV records)",
+                );
             }
             if let Some(d) = &dns.refresh
                 && (d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0))
@@ -462,17 +465,27 @@ impl Model {
             + usize::from(s.dns.is_some())
             + usize::from(s.kubernetes.is_some())
             + usize::from(s.consul.is_some())
-            + usize::from(s.eureka.is_some());
+            + usize::from(s.eureka.is_some())
+            + usize::from(s.nomad.is_some())
+            + usize::from(s.marathon.is_some());
         if sources > 1 {
             r.push(
                 "endpoints",
-                "a service's endpoints come from one place: endpoints, dns, kubernetes, consul or eureka; keep one",
+                "a service's endpoints come from one place: endpoints, dns, kubernetes, consul, eureka, nomad or marathon; keep one",
             );
         }
         if let Some(g) = &s.grace_period
             && (g.seconds < 0 || g.nanos < 0 || g.seconds > 7 * 86_400)
         {
             r.push("gracePeriod", "must be between 0s and 7 days");
+        }
+        if let Some(m) = &s.marathon
+            && m.app.trim_start_matches('/').is_empty()
+        {
+            r.push(
+                "marathon.app",
+                "required: the app id, e.g. \"/shop/orders\"",
+            );
         }
         if let Some(k) = &s.kubernetes {
             let dns_label = |v: &str| {

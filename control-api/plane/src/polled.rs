@@ -301,6 +301,29 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
+    /// GET `url` and hand back the body as it streams (for event streams).
+    pub async fn stream(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<hyper::body::Incoming, String> {
+        let mut req = http::Request::get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| format!("bad request {url}: {e}"))?;
+        let rsp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| format!("{url}: no answer within 10s"))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !rsp.status().is_success() {
+            return Err(format!("{url}: {}", rsp.status()));
+        }
+        Ok(rsp.into_body())
+    }
+
     /// GET `url` with `headers`, within `timeout`: (status, headers, body).
     pub async fn get(
         &self,

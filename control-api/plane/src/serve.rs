@@ -45,6 +45,9 @@ pub struct Options {
     pub consul: String,
     pub eureka: String,
     pub eureka_refresh: std::time::Duration,
+    /// Nomad's and Marathon's HTTP APIs.
+    pub nomad: String,
+    pub marathon: String,
 }
 
 /// The injection webhook's address, certificate and what it injects.
@@ -146,6 +149,16 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         )),
         Arc::new(crate::polled::PolledSource::new(
             crate::eureka::Eureka::new(&opts.eureka, opts.eureka_refresh),
+            changed_tx.clone(),
+            Arc::clone(&metrics),
+        )),
+        Arc::new(crate::polled::PolledSource::new(
+            crate::nomad::Nomad::new(&opts.nomad, std::env::var("NOMAD_TOKEN").ok()),
+            changed_tx.clone(),
+            Arc::clone(&metrics),
+        )),
+        Arc::new(crate::polled::PolledSource::new(
+            crate::marathon::Marathon::new(&opts.marathon),
             changed_tx,
             Arc::clone(&metrics),
         )),

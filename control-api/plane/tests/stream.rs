@@ -46,6 +46,8 @@ async fn start(name: &str) -> Running {
         consul: "http://127.0.0.1:9".into(),
         eureka: "http://127.0.0.1:9/eureka".into(),
         eureka_refresh: std::time::Duration::from_secs(30),
+        nomad: "http://127.0.0.1:9".into(),
+        marathon: "http://127.0.0.1:9".into(),
     })
     .await
     .unwrap()

@@ -174,3 +174,75 @@ sidecars:
         "{paths}"
     );
 }
+
+fn marathon_app(id: &str, tasks: &[(&Upstream, bool)]) -> serde_json::Value {
+    json!({
+        "id": id,
+        "portDefinitions": [{ "port": 10000, "name": "http" }],
+        "healthChecks": [{ "protocol": "HTTP", "path": "/health" }],
+        "tasks": tasks.iter().enumerate().map(|(i, (u, alive))| json!({
+            "id": format!("{id}.{i}"), "host": u.addr.ip().to_string(), "ports": [u.addr.port()],
+            "state": "TASK_RUNNING", "healthCheckResults": [{ "alive": alive }],
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[test]
+fn nomad_and_marathon_feed_the_mesh() {
+    let (n1, n2) = (Upstream::start("n1"), Upstream::start("n2"));
+    let (m1, m2) = (Upstream::start("m1"), Upstream::start("m2"));
+    let nomad = PyServer::start("registries.py", &["nomad"]);
+    let marathon = PyServer::start("registries.py", &["marathon"]);
+    let reg = |u: &Upstream| json!({ "address": u.addr.ip().to_string(), "port": u.addr.port(), "tags": ["http"] });
+    put(&nomad, &json!({ "orders": [reg(&n1), reg(&n2)] }));
+    put(
+        &marathon,
+        &json!({ "apps": [marathon_app("/shop/users", &[(&m1, true), (&m2, true)])] }),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        r#"services:
+  - { name: orders, nomad: { service: orders, tags: [http] }, lbPolicy: ROUND_ROBIN }
+  - { name: users, marathon: { app: /shop/users, portName: http }, lbPolicy: ROUND_ROBIN }
+sidecars:
+  - { service: web, upstreams: [{ service: orders, address: "127.0.0.1:0" }, { service: users, address: "127.0.0.1:0" }] }
+"#,
+    )
+    .expect("write");
+    let cp = ControlPlane::start_with(
+        dir.path(),
+        None,
+        &[
+            "--nomad",
+            &format!("http://{}", nomad.addr()),
+            "--marathon",
+            &format!("http://{}", marathon.addr()),
+        ],
+    );
+    let web = Remora::start_controlled(&cp.url(), "web-1", "web", None, &[], true);
+    eventually("orders from Nomad", WAIT, || {
+        (seen(&web, "outbound-orders", 10) == set(&["n1", "n2"])).then_some(())
+    });
+    eventually("users from Marathon", WAIT, || {
+        (seen(&web, "outbound-users", 10) == set(&["m1", "m2"])).then_some(())
+    });
+    // A blocking query returns on the change; an event brings Marathon's (well before its
+    // 30 s re-read).
+    put(&nomad, &json!({ "orders": [reg(&n1)] }));
+    put(
+        &marathon,
+        &json!({ "apps": [marathon_app("/shop/users", &[(&m1, true), (&m2, false)])] }),
+    );
+    eventually("n2 gone", WAIT, || {
+        (seen(&web, "outbound-orders", 10) == set(&["n1"])).then_some(())
+    });
+    eventually("m2 failing its health check is gone", WAIT, || {
+        (seen(&web, "outbound-users", 10) == set(&["m1"])).then_some(())
+    });
+    let (paths, _, _) = curl(&[&format!("http://{}/_test/requests", marathon.addr())]);
+    assert!(
+        paths.contains("/v2/events") && paths.contains("embed=apps.tasks"),
+        "{paths}"
+    );
+}

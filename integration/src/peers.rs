@@ -48,6 +48,20 @@ pub fn curl(args: &[&str]) -> (String, String, bool) {
     )
 }
 
+/// `curl -i` with `args`: the status code (0 when there was no answer) and the whole
+/// response text with curl's own messages.
+pub fn curl_status(args: &[&str]) -> (u16, String) {
+    let mut all = vec!["-i"];
+    all.extend_from_slice(args);
+    let (out, err, _) = curl(&all);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, format!("{out}{err}"))
+}
+
 /// A Python server peer: started with `--port 0`, its port read from `LISTENING <port>`.
 pub struct PyServer {
     child: std::process::Child,

@@ -3,7 +3,7 @@
 //! watched with blocking queries (`index` from `X-Consul-Index`, `wait=30s`). The ACL token
 //! comes from `CONSUL_HTTP_TOKEN` (sent as `X-Consul-Token`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use remora_control_api::proto::Endpoint;
@@ -73,17 +73,7 @@ fn query(key: &str) -> String {
     let service = parts.next().unwrap_or_default();
     let dc = parts.next().unwrap_or_default();
     let tags = parts.next().unwrap_or_default();
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
+    let enc = crate::polled::escape;
     let mut q = format!("/v1/health/service/{}?passing=1", enc(service));
     if !dc.is_empty() {
         q.push_str(&format!("&dc={}", enc(dc)));
@@ -99,7 +89,7 @@ fn query(key: &str) -> String {
 pub fn endpoints(body: &[u8]) -> Result<Vec<Endpoint>, String> {
     let entries: Vec<Entry> =
         serde_json::from_slice(body).map_err(|e| format!("not a Consul health answer: {e}"))?;
-    let mut out: Vec<Endpoint> = entries
+    let out: Vec<Endpoint> = entries
         .into_iter()
         .filter_map(|e| {
             let addr = if e.service.address.is_empty() {
@@ -108,21 +98,11 @@ pub fn endpoints(body: &[u8]) -> Result<Vec<Endpoint>, String> {
                 e.service.address
             };
             let ip: IpAddr = addr.parse().ok()?;
-            (e.service.port != 0).then(|| Endpoint {
-                address: SocketAddr::new(ip, e.service.port).to_string(),
-                weight: e
-                    .service
-                    .weights
-                    .map(|w| w.passing.clamp(1, 10_000))
-                    .filter(|w| *w != 1)
-                    .map(|value| pbjson_types::UInt32Value { value }),
-                identity: String::new(),
-            })
+            let weight = e.service.weights.map(|w| w.passing.clamp(1, 10_000));
+            (e.service.port != 0).then(|| crate::discovery::endpoint(ip, e.service.port, weight))
         })
         .collect();
-    out.sort_by(|a, b| a.address.cmp(&b.address));
-    out.dedup_by(|a, b| a.address == b.address);
-    Ok(out)
+    Ok(crate::discovery::tidy(out))
 }
 
 impl Registry for Consul {

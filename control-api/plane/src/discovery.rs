@@ -49,6 +49,28 @@ pub fn discovered_sidecars(
         .collect()
 }
 
+/// An endpoint at `ip:port` (weight 1 unless given).
+pub fn endpoint(ip: std::net::IpAddr, port: u16, weight: Option<u32>) -> Endpoint {
+    Endpoint {
+        address: std::net::SocketAddr::new(ip, port).to_string(),
+        weight: weight
+            .filter(|w| *w != 1)
+            .map(|value| pbjson_types::UInt32Value { value }),
+        identity: String::new(),
+    }
+}
+
+/// Sorted by address, one per address, at most `MAX_ENDPOINTS`.
+pub fn tidy(mut endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+    endpoints.sort_by(|a, b| a.address.cmp(&b.address));
+    endpoints.dedup_by(|a, b| a.address == b.address);
+    endpoints.truncate(MAX_ENDPOINTS);
+    endpoints
+}
+
+/// Upper bound on the endpoints a source reports for one service.
+pub const MAX_ENDPOINTS: usize = 4096;
+
 /// The endpoints written in the model.
 #[derive(Debug, Default)]
 pub struct StaticSource;

@@ -18,7 +18,7 @@ use remora_control_api::proto::mesh::Service;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::discovery::Source;
+use crate::discovery::{Source, endpoint, tidy};
 use crate::model::Model;
 
 /// Bounds on a TTL-driven refresh.
@@ -251,21 +251,6 @@ async fn resolve_loop(
         };
         tokio::time::sleep(next).await;
     }
-}
-
-fn endpoint(ip: std::net::IpAddr, port: u16, weight: Option<u32>) -> Endpoint {
-    Endpoint {
-        address: SocketAddr::new(ip, port).to_string(),
-        weight: weight.map(|value| pbjson_types::UInt32Value { value }),
-        identity: String::new(),
-    }
-}
-
-fn tidy(mut endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
-    endpoints.sort_by(|a, b| a.address.cmp(&b.address));
-    endpoints.dedup_by(|a, b| a.address == b.address);
-    endpoints.truncate(MAX_ADDRESSES);
-    endpoints
 }
 
 /// A/AAAA: the addresses with `port`, and when the answer expires.

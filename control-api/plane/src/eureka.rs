@@ -6,7 +6,7 @@
 //! (`metadata.zone`). JSON answers (`Accept: application/json`) of the Eureka 1.x REST API.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,7 @@ pub fn endpoints<'a>(
     secure: bool,
     zone: &str,
 ) -> Vec<Endpoint> {
-    let mut out: Vec<Endpoint> = instances
+    let out: Vec<Endpoint> = instances
         .filter(|(a, i)| a.eq_ignore_ascii_case(app) && i["status"] == "UP")
         .filter(|(_, i)| zone.is_empty() || i["metadata"]["zone"].as_str() == Some(zone))
         .filter_map(|(_, i)| {
@@ -193,16 +193,10 @@ pub fn endpoints<'a>(
                     .then(|| number(&i["port"]["$"]))
                     .flatten()
             }?;
-            Some(Endpoint {
-                address: SocketAddr::new(ip, port).to_string(),
-                weight: None,
-                identity: String::new(),
-            })
+            Some(crate::discovery::endpoint(ip, port, None))
         })
         .collect();
-    out.sort_by(|a, b| a.address.cmp(&b.address));
-    out.dedup();
-    out
+    crate::discovery::tidy(out)
 }
 
 impl Registry for Eureka {

@@ -5,7 +5,7 @@
 //! the API server goes away the watchers retry and the last known endpoints stay.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
@@ -446,17 +446,11 @@ pub fn endpoints_of<'a>(
                 continue;
             }
             if let Some(ip) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) {
-                out.push(Endpoint {
-                    address: SocketAddr::new(ip, number).to_string(),
-                    weight: None,
-                    identity: String::new(),
-                });
+                out.push(crate::discovery::endpoint(ip, number, None));
             }
         }
     }
-    out.sort_by(|a, b| a.address.cmp(&b.address));
-    out.dedup();
-    out
+    crate::discovery::tidy(out)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! at least every 30 s. A service with `marathon: {app, portIndex | portName}` gets the
 //! app's running tasks that pass every health check, on the task's port at that index.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -151,7 +151,7 @@ pub fn endpoints(apps: &Value, app_id: &str, index: usize, name: &str) -> Vec<En
         return Vec::new();
     };
     let checks = app["healthChecks"].as_array().map_or(0, Vec::len);
-    let mut out: Vec<Endpoint> = app["tasks"]
+    let out: Vec<Endpoint> = app["tasks"]
         .as_array()
         .into_iter()
         .flatten()
@@ -169,16 +169,10 @@ pub fn endpoints(apps: &Value, app_id: &str, index: usize, name: &str) -> Vec<En
                 .as_str()
                 .and_then(|h| h.parse().ok())
                 .or_else(|| t["ipAddresses"][0]["ipAddress"].as_str()?.parse().ok())?;
-            Some(Endpoint {
-                address: SocketAddr::new(ip, port).to_string(),
-                weight: None,
-                identity: String::new(),
-            })
+            Some(crate::discovery::endpoint(ip, port, None))
         })
         .collect();
-    out.sort_by(|a, b| a.address.cmp(&b.address));
-    out.dedup();
-    out
+    crate::discovery::tidy(out)
 }
 
 impl Registry for Marathon {

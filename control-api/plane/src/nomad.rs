@@ -3,7 +3,7 @@
 //! watched with blocking queries (`index` from `X-Nomad-Index`, `wait=30s`). The ACL token
 //! comes from `NOMAD_TOKEN` (sent as `X-Nomad-Token`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use remora_control_api::proto::Endpoint;
@@ -40,37 +40,19 @@ struct Registration {
     tags: Vec<String>,
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The endpoints of a service answer that carry every tag of `tags`.
 pub fn endpoints(body: &[u8], tags: &[&str]) -> Result<Vec<Endpoint>, String> {
     let regs: Vec<Registration> =
         serde_json::from_slice(body).map_err(|e| format!("not a Nomad service answer: {e}"))?;
-    let mut out: Vec<Endpoint> = regs
+    let out: Vec<Endpoint> = regs
         .into_iter()
         .filter(|r| tags.iter().all(|t| r.tags.iter().any(|x| x == t)))
         .filter_map(|r| {
             let ip: IpAddr = r.address.parse().ok()?;
-            (r.port != 0).then(|| Endpoint {
-                address: SocketAddr::new(ip, r.port).to_string(),
-                weight: None,
-                identity: String::new(),
-            })
+            (r.port != 0).then(|| crate::discovery::endpoint(ip, r.port, None))
         })
         .collect();
-    out.sort_by(|a, b| a.address.cmp(&b.address));
-    out.dedup();
-    Ok(out)
+    Ok(crate::discovery::tidy(out))
 }
 
 impl Registry for Nomad {
@@ -111,8 +93,8 @@ impl Registry for Nomad {
             let mut url = format!(
                 "{}/v1/service/{}?namespace={}",
                 self.base,
-                enc(name),
-                enc(ns)
+                crate::polled::escape(name),
+                crate::polled::escape(ns)
             );
             if let Some(i) = index {
                 url.push_str(&format!("&index={i}&wait=30s"));

@@ -278,6 +278,28 @@ async fn run<R: Registry>(
     }
 }
 
+/// Percent-encodes `s` for a URL path segment or query value.
+pub fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn request(url: &str, headers: &[(&str, &str)]) -> Result<http::Request<Empty<Bytes>>, String> {
+    let mut req = http::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Empty::new())
+        .map_err(|e| format!("bad request {url}: {e}"))
+}
+
 /// A plain-HTTP client for registries.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -307,13 +329,7 @@ impl HttpClient {
         url: &str,
         headers: &[(&str, &str)],
     ) -> Result<hyper::body::Incoming, String> {
-        let mut req = http::Request::get(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| format!("bad request {url}: {e}"))?;
+        let req = request(url, headers)?;
         let rsp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
             .await
             .map_err(|_| format!("{url}: no answer within 10s"))?
@@ -331,13 +347,7 @@ impl HttpClient {
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
-        let mut req = http::Request::get(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| format!("bad request {url}: {e}"))?;
+        let req = request(url, headers)?;
         let call = async {
             let rsp = self
                 .client

@@ -59,13 +59,9 @@ impl Callers {
         let cert = dir.join("cert.pem").display().to_string();
         let key = dir.join("key.pem").display().to_string();
         let url = format!("https://{}{path}", remora.addr("inbound"));
-        let (out, err, _) = curl(&["-ik", "-X", method, "--cert", &cert, "--key", &key, &url]);
-        let status = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, format!("{out}{err}"))
+        remora_integration::peers::curl_status(&[
+            "-k", "-X", method, "--cert", &cert, "--key", &key, &url,
+        ])
     }
 }
 

@@ -82,16 +82,9 @@ clusters:
 
 /// `curl -si URL`: (status, whole response text).
 fn get(url: &str, extra: &[&str]) -> (u16, String) {
-    let mut args = vec!["-i"];
-    args.extend_from_slice(extra);
+    let mut args = extra.to_vec();
     args.push(url);
-    let (out, err, _) = curl(&args);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, format!("{out}{err}"))
+    remora_integration::peers::curl_status(&args)
 }
 
 fn upstream_handshakes(remora: &Remora, cluster: &str, reason: &str) -> f64 {

@@ -1,6 +1,12 @@
 //! Inbound authorization decisions: DENY policies first, then ALLOW policies, then default
 //! deny (as soon as a listener has any policy). Dry-run is the caller's business: the
 //! decision is the same, the caller just does not enforce it.
+//!
+//! Paths are matched normalised (percent-encoded unreserved characters decoded, empty and
+//! `.` segments dropped, `..` resolved), so `//admin`, `/%61dmin` and `/a/../admin` are all
+//! `/admin`; methods case-insensitively. A TCP connection (no path, no method) fails closed:
+//! a DENY rule that names paths or methods counts as matching it, an ALLOW rule that names
+//! them does not.
 
 use std::net::IpAddr;
 
@@ -30,6 +36,11 @@ pub enum Decision<'a> {
 }
 
 pub fn decide<'a>(authz: &'a Authorization, caller: &Caller<'_>) -> Decision<'a> {
+    let normalized = caller.path.map(normalize);
+    let caller = &Caller {
+        path: normalized.as_deref(),
+        ..*caller
+    };
     let matching = |action: Action| {
         authz
             .policies
@@ -47,18 +58,81 @@ pub fn decide<'a>(authz: &'a Authorization, caller: &Caller<'_>) -> Decision<'a>
 }
 
 fn policy_matches(p: &Policy, caller: &Caller<'_>) -> bool {
-    p.rules.iter().any(|r| rule_matches(r, caller))
+    p.rules.iter().any(|r| rule_matches(r, caller, p.action))
 }
 
-fn rule_matches(r: &Rule, c: &Caller<'_>) -> bool {
+/// The path as an application would see it after decoding and resolving dot segments.
+pub fn normalize(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    // Decode percent-escapes of unreserved characters (RFC 3986 2.3), and of '/' and '.'.
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok())
+                && (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/'))
+            {
+                decoded.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') && !segments.is_empty();
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    out
+}
+
+fn rule_matches(r: &Rule, c: &Caller<'_>, action: Action) -> bool {
+    // A TCP connection has no path or method: fail closed on rules about them.
+    if c.path.is_none() && c.method.is_none() && (!r.paths.is_empty() || !r.methods.is_empty()) {
+        if action == Action::Allow {
+            return false;
+        }
+        let identity_ok = r.identities.is_empty()
+            || c.identity
+                .is_some_and(|id| r.identities.iter().any(|p| identity_matches(p, id)));
+        let network_ok =
+            r.source_networks.is_empty() || r.source_networks.iter().any(|n| n.contains(&c.source));
+        return identity_ok && network_ok;
+    }
+    rule_matches_request(r, c)
+}
+
+fn identity_matches(p: &IdentityPattern, id: &str) -> bool {
+    match p {
+        IdentityPattern::Any => true,
+        IdentityPattern::Exact(e) => e == id,
+        IdentityPattern::Prefix(prefix) => id.starts_with(prefix.as_str()),
+    }
+}
+
+fn rule_matches_request(r: &Rule, c: &Caller<'_>) -> bool {
     let identity_ok = r.identities.is_empty()
-        || c.identity.is_some_and(|id| {
-            r.identities.iter().any(|p| match p {
-                IdentityPattern::Any => true,
-                IdentityPattern::Exact(e) => e == id,
-                IdentityPattern::Prefix(prefix) => id.starts_with(prefix.as_str()),
-            })
-        });
+        || c.identity
+            .is_some_and(|id| r.identities.iter().any(|p| identity_matches(p, id)));
     let network_ok =
         r.source_networks.is_empty() || r.source_networks.iter().any(|n| n.contains(&c.source));
     let path_ok = r.paths.is_empty()
@@ -68,7 +142,12 @@ fn rule_matches(r: &Rule, c: &Caller<'_>) -> bool {
                 PathPattern::Prefix(prefix) => path.starts_with(prefix.as_str()),
             })
         });
-    let method_ok = r.methods.is_empty() || c.method.is_some_and(|m| r.methods.contains(m));
+    let method_ok = r.methods.is_empty()
+        || c.method.is_some_and(|m| {
+            r.methods
+                .iter()
+                .any(|x| x.as_str().eq_ignore_ascii_case(m.as_str()))
+        });
     identity_ok && network_ok && path_ok && method_ok
 }
 
@@ -164,14 +243,75 @@ mod tests {
         let mut from_elsewhere = caller(None, "/debug", &get);
         from_elsewhere.source = IpAddr::from([192, 168, 0, 1]);
         assert_eq!(decide(&a, &from_elsewhere), Decision::Allow("everyone"));
-        // A TCP connection has no path: path rules never match it.
+        // A TCP connection has no path: a DENY rule about paths fails it closed.
         let tcp = Caller {
             identity: None,
             source: IpAddr::from([10, 0, 0, 1]),
             path: None,
             method: None,
         };
-        assert_eq!(decide(&a, &tcp), Decision::Allow("everyone"));
+        assert_eq!(decide(&a, &tcp), Decision::Deny("no-admin"));
+    }
+
+    #[test]
+    fn paths_are_matched_normalised_and_methods_in_any_case() {
+        let a = authz(
+            "      policies:\n        - name: everyone\n          rules: [{}]\n        - name: no-admin\n          action: DENY\n          rules:\n            - paths: [\"/admin\", \"/admin/*\"]\n            - methods: [DELETE]\n",
+        );
+        let get = http::Method::GET;
+        for sneaky in [
+            "//admin/x",
+            "/%61dmin/x",
+            "/a/../admin/x",
+            "/./admin",
+            "/admin",
+            "/admin/",
+            "/%2e%2e/admin",
+        ] {
+            assert_eq!(
+                decide(&a, &caller(None, sneaky, &get)),
+                Decision::Deny("no-admin"),
+                "{sneaky}"
+            );
+        }
+        assert_eq!(
+            decide(&a, &caller(None, "/administrator", &get)),
+            Decision::Allow("everyone")
+        );
+        let lower = http::Method::from_bytes(b"delete").unwrap_or(http::Method::GET);
+        assert_eq!(
+            decide(&a, &caller(None, "/x", &lower)),
+            Decision::Deny("no-admin")
+        );
+        assert_eq!(normalize("/a//b/./c/../d?q=1"), "/a/b/d");
+        assert_eq!(normalize(""), "/");
+        assert_eq!(normalize("/%zz/%4"), "/%zz/%4");
+    }
+
+    #[test]
+    fn tcp_connections_fail_closed_on_path_and_method_rules() {
+        let a = authz(
+            "      policies:\n        - name: reads\n          rules: [{ paths: [\"/api/*\"] }]\n",
+        );
+        let tcp = Caller {
+            identity: None,
+            source: IpAddr::from([10, 0, 0, 1]),
+            path: None,
+            method: None,
+        };
+        assert_eq!(
+            decide(&a, &tcp),
+            Decision::Deny(DEFAULT_DENY),
+            "a path ALLOW does not admit TCP"
+        );
+        let d = authz(
+            "      policies:\n        - name: all\n          rules: [{}]\n        - name: no-admin\n          action: DENY\n          rules: [{ paths: [\"/admin/*\"] }]\n",
+        );
+        assert_eq!(
+            decide(&d, &tcp),
+            Decision::Deny("no-admin"),
+            "a path DENY closes TCP"
+        );
     }
 
     #[test]

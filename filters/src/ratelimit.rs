@@ -131,6 +131,9 @@ impl Bucket {
     }
 }
 
+/// Keys longer than this are stored as a hash.
+pub const MAX_KEY_BYTES: usize = 128;
+
 /// Buckets by key, at most `max_keys` of them (least recently used evicted).
 #[derive(Debug)]
 pub struct KeyedBuckets {
@@ -148,6 +151,15 @@ impl KeyedBuckets {
     }
 
     pub fn acquire(&self, key: &[u8], rate: &Rate, now: u64) -> Verdict {
+        // Long keys (a huge header value) are kept as a hash, so memory is bounded by the
+        // key count alone.
+        let hashed;
+        let key = if key.len() > MAX_KEY_BYTES {
+            hashed = [&[0xff][..], &crate::hash::hash64(key).to_be_bytes()[..]].concat();
+            &hashed[..]
+        } else {
+            key
+        };
         let mut map = self
             .map
             .lock()

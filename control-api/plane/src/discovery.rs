@@ -24,6 +24,11 @@ pub trait Source: Send + Sync {
     fn sidecars(&self) -> Vec<remora_control_api::proto::mesh::Sidecar> {
         Vec::new()
     }
+    /// Addresses known to run `service`'s sidecars even before they are ready endpoints
+    /// (Kubernetes: injected pods), for certificate claims.
+    fn claims(&self, _service: &str) -> Vec<std::net::IpAddr> {
+        Vec::new()
+    }
     /// How the service's endpoints stand with this source (`get services`).
     fn status(&self, _service: &Service) -> Option<SourceStatus> {
         None

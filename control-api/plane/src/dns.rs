@@ -1,13 +1,13 @@
 //! DNS discovery: a service with `dns: {name, port, refresh, srv}` gets the A/AAAA records
 //! of `name` with `port`, or with `srv` the SRV records of `name` (each target's addresses,
 //! the record's port and weight, lowest priority only), re-resolved every `refresh` or, by
-//! default, when the answer's TTL runs out (1 s to 300 s). On an error or an empty answer
-//! the last known set is kept and a warning logged. The name server is explicit
+//! default, when the answer's TTL runs out (1 s to 300 s). Errors and empty answers follow
+//! the shared rule of [`crate::polled`]: the last known set is kept for the service's grace
+//! period, and shown as stale. The name server is explicit
 //! (`serve --dns-server IP:PORT`, else the `nameserver` lines of /etc/resolv.conf).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -16,41 +16,30 @@ use hickory_resolver::{Resolver, TokioResolver};
 use remora_control_api::proto::Endpoint;
 use remora_control_api::proto::mesh::Service;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 
-use crate::discovery::{Source, endpoint, tidy};
-use crate::model::Model;
+use crate::discovery::{endpoint, tidy};
+use crate::metrics::Metrics;
+use crate::polled::{Answer, BoxFuture, PolledSource, Registry};
 
 /// Bounds on a TTL-driven refresh.
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 pub const MAX_REFRESH: Duration = Duration::from_secs(300);
-/// Retry after a failed lookup when the refresh follows the TTL.
-const RETRY: Duration = Duration::from_secs(5);
 /// Upper bound on addresses kept from one answer.
 pub const MAX_ADDRESSES: usize = 1024;
 
-/// What is resolved: a host name, the port to pair its addresses with, and whether it is an
-/// SRV name.
-type Key = (String, u16, bool);
-
-struct Watch {
-    /// None: follow the answers' TTL.
-    refresh: Option<Duration>,
-    last: Vec<Endpoint>,
-    task: AbortHandle,
-}
-
-/// The DNS source; each (name, port) is resolved by its own task.
-pub struct DnsSource {
+/// The DNS registry: lookups with one resolver (None: no name server configured).
+pub struct Dns {
     resolver: Option<TokioResolver>,
-    watches: Arc<Mutex<HashMap<Key, Watch>>>,
-    changed: mpsc::Sender<()>,
 }
 
-impl std::fmt::Debug for DnsSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DnsSource")
-    }
+/// The DNS source: `resolver` is `None` when no name server is configured (DNS services then
+/// have no endpoints and an error is logged); `changed` is signalled when an answer changes.
+pub fn source(
+    resolver: Option<TokioResolver>,
+    changed: mpsc::Sender<()>,
+    metrics: Arc<Metrics>,
+) -> PolledSource<Dns> {
+    PolledSource::new(Dns { resolver }, changed, metrics)
 }
 
 /// Builds a resolver that asks only `servers` (UDP and TCP), with no cache, so every refresh
@@ -94,162 +83,76 @@ pub fn servers_in(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-impl DnsSource {
-    /// `resolver` is `None` when no name server is configured: DNS services then have no
-    /// endpoints and an error is logged. `changed` is signalled when an answer changes.
-    pub fn new(resolver: Option<TokioResolver>, changed: mpsc::Sender<()>) -> Self {
-        Self {
-            resolver,
-            watches: Arc::default(),
-            changed,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Watch>> {
-        self.watches.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for DnsSource {
-    fn drop(&mut self) {
-        for w in self.lock().values() {
-            w.task.abort();
-        }
-    }
-}
-
-fn key_of(service: &Service) -> Option<(Key, Option<Duration>)> {
-    let dns = service.dns.as_ref()?;
-    let port = if dns.srv {
-        0
-    } else {
-        u16::try_from(dns.port).ok()?
-    };
-    let refresh = dns
-        .refresh
+fn refresh_of(dns: &remora_control_api::proto::mesh::DnsSource) -> Option<Duration> {
+    dns.refresh
         .as_ref()
         .and_then(|d| {
             let secs = u64::try_from(d.seconds).ok()?;
             let nanos = u32::try_from(d.nanos).ok()?;
             Some(Duration::new(secs, nanos))
         })
-        .filter(|d| !d.is_zero());
-    Some(((dns.name.clone(), port, dns.srv), refresh))
+        .filter(|d| !d.is_zero())
 }
 
-impl Source for DnsSource {
+impl Registry for Dns {
     fn kind(&self) -> &'static str {
         "dns"
     }
 
-    fn serves(&self, service: &Service) -> bool {
-        service.dns.is_some()
-    }
-
-    fn endpoints(&self, service: &Service) -> Vec<Endpoint> {
-        let Some((key, _)) = key_of(service) else {
-            return Vec::new();
-        };
-        self.lock()
-            .get(&key)
-            .map(|w| w.last.clone())
-            .unwrap_or_default()
-    }
-
-    fn reconcile(&self, model: &Model) {
-        let mut wanted: HashMap<Key, Option<Duration>> = HashMap::new();
-        for e in model.services.values() {
-            if let Some((key, refresh)) = key_of(&e.value) {
-                let r = wanted.entry(key).or_insert(refresh);
-                *r = match (*r, refresh) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-        let mut watches = self.lock();
-        watches.retain(|key, w| {
-            let keep = wanted.get(key) == Some(&w.refresh);
-            if !keep {
-                w.task.abort();
-            }
-            keep
-        });
-        for (key, refresh) in wanted {
-            if watches.contains_key(&key) {
-                continue;
-            }
-            let Some(resolver) = self.resolver.clone() else {
-                tracing::error!(name = %key.0, "no DNS server configured (pass --dns-server IP:PORT); the service has no endpoints");
-                continue;
-            };
-            let task = tokio::spawn(resolve_loop(
-                resolver,
-                key.clone(),
-                refresh,
-                Arc::clone(&self.watches),
-                self.changed.clone(),
-            ))
-            .abort_handle();
-            watches.insert(
-                key,
-                Watch {
-                    refresh,
-                    last: Vec::new(),
-                    task,
-                },
-            );
-        }
-    }
-}
-
-async fn resolve_loop(
-    resolver: TokioResolver,
-    key: Key,
-    refresh: Option<Duration>,
-    watches: Arc<Mutex<HashMap<Key, Watch>>>,
-    changed: mpsc::Sender<()>,
-) {
-    let (name, port, srv) = &key;
-    loop {
-        let answer = if *srv {
-            lookup_srv(&resolver, name).await
+    fn key(&self, service: &Service) -> Option<String> {
+        let dns = service.dns.as_ref()?;
+        let port = if dns.srv {
+            0
         } else {
-            lookup_addresses(&resolver, name, *port).await
+            u16::try_from(dns.port).ok()?
         };
-        let next = match answer {
-            Ok((endpoints, valid_until)) => {
-                if endpoints.is_empty() {
-                    tracing::warn!(%name, "DNS answer is empty; keeping the last known endpoints");
-                } else {
-                    let updated = {
-                        let mut w = watches.lock().unwrap_or_else(PoisonError::into_inner);
-                        match w.get_mut(&key) {
-                            Some(watch) if watch.last != endpoints => {
-                                watch.last = endpoints;
-                                true
-                            }
-                            _ => false,
-                        }
-                    };
-                    if updated {
-                        tracing::info!(%name, "DNS endpoints changed");
-                        // A full channel already holds a pending refresh.
-                        let _ = changed.try_send(());
-                    }
-                }
-                refresh.unwrap_or_else(|| {
-                    valid_until
-                        .saturating_duration_since(std::time::Instant::now())
-                        .clamp(MIN_REFRESH, MAX_REFRESH)
-                })
+        let refresh = refresh_of(dns).map_or(0, |d| d.as_millis());
+        Some(format!(
+            "{}\u{1}{port}\u{1}{}\u{1}{refresh}",
+            dns.name, dns.srv
+        ))
+    }
+
+    /// The index carries how long to wait before the next lookup (ms): the fixed refresh,
+    /// or what is left of the last answer's TTL.
+    fn fetch<'a>(
+        &'a self,
+        key: &'a str,
+        index: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Answer, String>> {
+        Box::pin(async move {
+            if let Some(ms) = index.and_then(|i| i.parse::<u64>().ok()) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            Err(e) => {
-                tracing::warn!(%name, error = %e, "DNS lookup failed; keeping the last known endpoints");
-                refresh.unwrap_or(RETRY)
-            }
-        };
-        tokio::time::sleep(next).await;
+            let mut parts = key.split('\u{1}');
+            let name = parts.next().unwrap_or_default();
+            let port: u16 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let srv = parts.next() == Some("true");
+            let refresh: u64 = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
+            let Some(resolver) = &self.resolver else {
+                return Err("no DNS server configured (pass --dns-server IP:PORT)".into());
+            };
+            let (endpoints, valid_until) = if srv {
+                lookup_srv(resolver, name).await?
+            } else {
+                lookup_addresses(resolver, name, port).await?
+            };
+            let wait = if refresh > 0 {
+                Duration::from_millis(refresh)
+            } else {
+                valid_until
+                    .saturating_duration_since(std::time::Instant::now())
+                    .clamp(MIN_REFRESH, MAX_REFRESH)
+            };
+            Ok(Answer {
+                endpoints,
+                index: Some(wait.as_millis().to_string()),
+            })
+        })
+    }
+
+    fn min_interval(&self) -> Duration {
+        Duration::ZERO
     }
 }
 

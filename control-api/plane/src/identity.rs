@@ -1,8 +1,11 @@
 //! `remora.control.v1.Identity/Certify`: the mesh CA signs a proxy's CSR for the SPIFFE id
 //! of the service it claims, after checking the claim against the mesh: the service must
 //! have a sidecar entry and the caller's address must be one of that service's endpoints as
-//! discovery reports them. (On Kubernetes the claim is checked with the pod's service
-//! account token instead.) Only the CSR's public key is used.
+//! discovery reports them, or (Kubernetes) the address of a pod labelled as running that
+//! service's sidecar, ready or not (a pod cannot be ready before it has its certificate).
+//! The claim is only as strong as the network's addresses and who may label pods; a
+//! service-account token review would be stronger (not done yet). Only the CSR's public key
+//! is used.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -88,12 +91,22 @@ impl IdentityService {
             .resolved
             .get(&r.service)
             .map_or(&[][..], Vec::as_slice);
+        // A ready endpoint of the service, or (Kubernetes) a pod that runs its sidecar and
+        // is not ready yet: it cannot be ready before it has its certificate.
+        let claimed: Vec<IpAddr> = self
+            .hub
+            .sources()
+            .iter()
+            .flat_map(|s| s.claims(&r.service))
+            .collect();
         let known = caller.is_some_and(|ip| {
             endpoints.iter().any(|e| {
                 e.address
                     .parse::<std::net::SocketAddr>()
                     .is_ok_and(|a| a.ip().to_canonical() == ip.to_canonical())
-            })
+            }) || claimed
+                .iter()
+                .any(|c| c.to_canonical() == ip.to_canonical())
         });
         if !known {
             return Err(denied(format!(

@@ -38,6 +38,8 @@ pub struct KubernetesSource {
     watches: Arc<Mutex<HashMap<Key, Watch>>>,
     changed: mpsc::Sender<()>,
     sidecars: Arc<Mutex<BTreeMap<String, Sidecar>>>,
+    /// Pod addresses by the service their sidecar label names.
+    pod_ips: Arc<Mutex<BTreeMap<String, Vec<IpAddr>>>>,
     pods: Mutex<Option<AbortHandle>>,
 }
 
@@ -95,6 +97,7 @@ impl KubernetesSource {
             watches: Arc::new(Mutex::new(HashMap::new())),
             changed,
             sidecars: Arc::new(Mutex::new(BTreeMap::new())),
+            pod_ips: Arc::new(Mutex::new(BTreeMap::new())),
             pods: Mutex::new(None),
         }
     }
@@ -130,6 +133,15 @@ impl Source for KubernetesSource {
             .collect()
     }
 
+    fn claims(&self, service: &str) -> Vec<IpAddr> {
+        self.pod_ips
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(service)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn reconcile(&self, model: &Model) {
         if let Some(client) = &self.client {
             let mut pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
@@ -138,6 +150,7 @@ impl Source for KubernetesSource {
                     tokio::spawn(watch_pods(
                         client.clone(),
                         Arc::clone(&self.sidecars),
+                        Arc::clone(&self.pod_ips),
                         self.changed.clone(),
                     ))
                     .abort_handle(),
@@ -296,6 +309,7 @@ pub const LISTENER_ANNOTATION: &str = "remora.io/inbound-listener";
 async fn watch_pods(
     client: kube::Client,
     sidecars: Arc<Mutex<BTreeMap<String, Sidecar>>>,
+    pod_ips: Arc<Mutex<BTreeMap<String, Vec<IpAddr>>>>,
     changed: mpsc::Sender<()>,
 ) {
     let pods = watcher::watcher(
@@ -321,6 +335,23 @@ async fn watch_pods(
         if !objects.synced {
             continue;
         }
+        let mut ips: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        for p in objects.current.values() {
+            let service = p
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SIDECAR_LABEL));
+            let ip = p
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse::<IpAddr>().ok());
+            if let (Some(service), Some(ip), None) = (service, ip, &p.metadata.deletion_timestamp) {
+                ips.entry(service.clone()).or_default().push(ip);
+            }
+        }
+        *pod_ips.lock().unwrap_or_else(PoisonError::into_inner) = ips;
         let found = sidecars_of(objects.current.values());
         let updated = {
             let mut s = sidecars.lock().unwrap_or_else(PoisonError::into_inner);

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::{self, Api};
 use crate::discovery::{Source, StaticSource};
-use crate::dns::{self, DnsSource};
+use crate::dns;
 use crate::identity::IdentityService;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -137,7 +137,11 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     };
     let sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(StaticSource),
-        Arc::new(DnsSource::new(resolver, changed_tx.clone())),
+        Arc::new(dns::source(
+            resolver,
+            changed_tx.clone(),
+            Arc::clone(&metrics),
+        )),
         Arc::new(crate::kubernetes::KubernetesSource::new(
             kube,
             changed_tx.clone(),

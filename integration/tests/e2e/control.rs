@@ -518,3 +518,41 @@ fn injected_pods_annotations_become_sidecar_entries() {
         "{config}"
     );
 }
+
+/// On Kubernetes a pod's sidecar is not a ready endpoint before it has its certificate: the
+/// control plane accepts its claim from the pod's address (labelled, not yet ready).
+#[test]
+fn a_pod_that_is_not_ready_yet_can_get_its_certificate() {
+    use remora_integration::peers::PyServer;
+    let pki = remora_integration::pki::Pki::new("mesh.local");
+    let api = PyServer::start("kube_api.py", &[]);
+    let pod = serde_json::json!({
+        "metadata": {
+            "name": "web-1", "namespace": "shop", "creationTimestamp": "2026-12-04T07:00:00Z",
+            "labels": { "remora.io/sidecar": "web" },
+        },
+        "spec": { "containers": [{ "name": "web", "image": "registry.example/web:1" }] },
+        "status": { "phase": "Pending", "podIP": "127.0.0.1" },
+    });
+    kube_put(&api.addr(), &serde_json::json!({ "pods": [pod] }));
+    // The service's endpoints (from EndpointSlices) are empty: the pod is not ready.
+    let dir = mesh_dir(
+        "mtls: { trustDomain: mesh.local }\nservices:\n  - { name: web, kubernetes: { namespace: shop, service: web, port: http } }\nsidecars:\n  - { service: web }\n",
+    );
+    let ca = pki.root.display().to_string();
+    let cp = ControlPlane::start_with(
+        dir.path(),
+        None,
+        &[
+            "--kubernetes-api",
+            &format!("http://{}", api.addr()),
+            "--ca",
+            &ca,
+        ],
+    );
+    let web = Remora::start_controlled(&cp.url(), "web-1", "web", None, &[], false);
+    eventually("a certificate for the not-ready pod", WAIT, || {
+        (web.metric_sum("remora_identity_updates_total", &["result=\"ok\""]) >= 1.0).then_some(())
+    });
+    web.wait_ready();
+}

@@ -119,7 +119,16 @@ impl Limiter {
                     LimitKey::ClientAddress => {
                         ip = match caller.client {
                             IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
-                            IpAddr::V6(ip) => ip.octets(),
+                            // One bucket per /64: a client owns a whole /64, and rotating
+                            // addresses in it must not give it more buckets.
+                            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                                Some(v4) => v4.to_ipv6_mapped().octets(),
+                                None => {
+                                    let mut o = ip.octets();
+                                    o[8..].fill(0);
+                                    o
+                                }
+                            },
                         };
                         &ip
                     }

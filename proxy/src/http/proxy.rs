@@ -98,15 +98,15 @@ pub async fn handle(
     let start = Instant::now();
     let snapshot = proxy.snapshot.load_full();
     headers::ensure_request_id(req.headers_mut());
-    if let Some(forward) = conn.mtls {
-        let h = req.headers_mut();
-        h.remove(PEER_IDENTITY);
-        if forward
-            && let Some(id) = &conn.peer_identity
-            && let Ok(v) = http::HeaderValue::from_str(id)
-        {
-            h.insert(PEER_IDENTITY, v);
-        }
+    // A client's own identity header is never passed on, on any listener; only an mTLS
+    // listener with forwardPeerIdentity sets it, from the verified certificate.
+    let h = req.headers_mut();
+    h.remove(PEER_IDENTITY);
+    if conn.mtls == Some(true)
+        && let Some(id) = &conn.peer_identity
+        && let Ok(v) = http::HeaderValue::from_str(id)
+    {
+        h.insert(PEER_IDENTITY, v);
     }
     let none = Name(EMPTY.clone());
     let (direction, listener_label) = match snapshot.listeners.get(&conn.listener) {

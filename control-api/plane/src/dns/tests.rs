@@ -4,6 +4,7 @@
 
 use super::*;
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::discovery::StaticSource;
@@ -127,13 +128,13 @@ async fn dns_answers_become_endpoints_and_changes_reach_the_config() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("mesh.yaml"), MESH).unwrap();
     let (tx, mut changed) = mpsc::channel(1);
-    let source = Arc::new(DnsSource::new(Some(resolver(&[dns.addr]).unwrap()), tx));
-    let hub = Hub::load(
-        &dir,
-        vec![Arc::new(StaticSource), source],
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let source = Arc::new(source(
+        Some(resolver(&[dns.addr]).unwrap()),
+        tx,
+        Arc::clone(&metrics),
+    ));
+    let hub = Hub::load(&dir, vec![Arc::new(StaticSource), source], metrics).unwrap();
     assert!(addresses(&hub).is_empty(), "nothing resolved yet");
 
     let wait = std::time::Duration::from_secs(10);
@@ -157,7 +158,8 @@ async fn dns_answers_become_endpoints_and_changes_reach_the_config() {
     assert_eq!(second.config_version, first.config_version);
     assert_ne!(second.endpoints_version, first.endpoints_version);
 
-    // An empty answer keeps the last known set (several refreshes later).
+    // An empty answer keeps the last known set (several refreshes later), within the
+    // grace period.
     *dns.answers.lock().unwrap() = Vec::new();
     let seen = dns.queries.load(Ordering::SeqCst);
     let deadline = tokio::time::Instant::now() + wait;

@@ -251,7 +251,7 @@ fn thirty_percent_aborts_are_hidden_by_the_callers_retries() {
   - {{ name: out, address: "127.0.0.1:0", protocol: HTTP, routeTable: t }}
 routeTables:
   - name: t
-    virtualHosts: [{{ name: all, domains: ["*"], routes: [{{ name: r, forward: {{ cluster: callee }}, retry: {{ retryOn: [gateway-error], maxRetries: 8, backoffBase: 0.001s, backoffMax: 0.002s }} }}] }}]
+    virtualHosts: [{{ name: all, domains: ["*"], routes: [{{ name: r, forward: {{ cluster: callee }}, retry: {{ retryOn: [gateway-error], maxRetries: 10, backoffBase: 0.001s, backoffMax: 0.002s }} }}] }}]
 clusters:
   - {{ name: callee, endpoints: [{{ address: "{}" }}], retryBudget: {{ ratio: 10 }}, circuitBreakers: {{ maxRetries: 1000 }}, outlierDetection: {{ enabled: false }} }}
 "#,
@@ -259,7 +259,9 @@ clusters:
     ));
     let replies = send_all(gets(&format!("{}/y", caller.url("out")), 2000), 8, false);
     let failed = statuses(&replies).iter().filter(|&&c| c != 200).count();
-    assert_eq!(failed, 0);
+    // Eleven tries all aborted at 30% each happens to one request in 0.3^-11 ≈ 560,000:
+    // 2,000 requests expect 0.004 failures. One is chance; two would mean retries fail.
+    assert!(failed <= 1, "{failed} of 2000 failed despite retries");
     assert!(caller.metric_sum("remora_retries_total", &[]) >= 400.0);
 }
 

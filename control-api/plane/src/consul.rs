@@ -10,10 +10,8 @@ use remora_control_api::proto::Endpoint;
 use remora_control_api::proto::mesh::Service;
 use serde::Deserialize;
 
-use crate::polled::{Answer, BoxFuture, HttpClient, Registry};
+use crate::polled::{Answer, Blocking, BoxFuture, HttpClient, Registry, blocking_get};
 
-/// How long a blocking query may wait for a change.
-const WAIT: &str = "30s";
 const TIMEOUT: Duration = Duration::from_secs(40);
 
 pub struct Consul {
@@ -126,26 +124,13 @@ impl Registry for Consul {
         index: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Answer, String>> {
         Box::pin(async move {
-            let mut url = format!("{}{}", self.base, query(key));
-            if let Some(i) = index {
-                url.push_str(&format!("&index={i}&wait={WAIT}"));
-            }
-            let mut headers = Vec::new();
-            if let Some(t) = &self.token {
-                headers.push(("x-consul-token", t.as_str()));
-            }
-            let (status, h, body) = self.http.get(&url, &headers, TIMEOUT).await?;
-            if !status.is_success() {
-                return Err(format!(
-                    "{url}: {status}: {}",
-                    String::from_utf8_lossy(&body).trim()
-                ));
-            }
-            let new_index = h
-                .get("x-consul-index")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty())
-                .map(str::to_owned);
+            let blocking = Blocking {
+                token: self.token.as_deref().map(|t| ("x-consul-token", t)),
+                index_header: "x-consul-index",
+                timeout: TIMEOUT,
+            };
+            let url = format!("{}{}", self.base, query(key));
+            let (body, new_index) = blocking_get(&self.http, url, index, &blocking).await?;
             Ok(Answer {
                 endpoints: endpoints(&body)?,
                 index: new_index,

@@ -10,7 +10,7 @@ use remora_control_api::proto::Endpoint;
 use remora_control_api::proto::mesh::Service;
 use serde::Deserialize;
 
-use crate::polled::{Answer, BoxFuture, HttpClient, Registry};
+use crate::polled::{Answer, Blocking, BoxFuture, HttpClient, Registry, blocking_get};
 
 const TIMEOUT: Duration = Duration::from_secs(40);
 
@@ -90,31 +90,18 @@ impl Registry for Nomad {
                 .split('\u{2}')
                 .filter(|t| !t.is_empty())
                 .collect();
-            let mut url = format!(
+            let url = format!(
                 "{}/v1/service/{}?namespace={}",
                 self.base,
                 crate::polled::escape(name),
                 crate::polled::escape(ns)
             );
-            if let Some(i) = index {
-                url.push_str(&format!("&index={i}&wait=30s"));
-            }
-            let mut headers = Vec::new();
-            if let Some(t) = &self.token {
-                headers.push(("x-nomad-token", t.as_str()));
-            }
-            let (status, h, body) = self.http.get(&url, &headers, TIMEOUT).await?;
-            if !status.is_success() {
-                return Err(format!(
-                    "{url}: {status}: {}",
-                    String::from_utf8_lossy(&body).trim()
-                ));
-            }
-            let index = h
-                .get("x-nomad-index")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .map(str::to_owned);
+            let blocking = Blocking {
+                token: self.token.as_deref().map(|t| ("x-nomad-token", t)),
+                index_header: "x-nomad-index",
+                timeout: TIMEOUT,
+            };
+            let (body, index) = blocking_get(&self.http, url, index, &blocking).await?;
             Ok(Answer {
                 endpoints: endpoints(&body, &tags)?,
                 index,

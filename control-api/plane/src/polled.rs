@@ -300,6 +300,42 @@ fn request(url: &str, headers: &[(&str, &str)]) -> Result<http::Request<Empty<By
         .map_err(|e| format!("bad request {url}: {e}"))
 }
 
+/// How a registry with blocking queries (Consul, Nomad) names its headers.
+pub struct Blocking<'a> {
+    /// e.g. `x-consul-token`, with the token to send (if any).
+    pub token: Option<(&'static str, &'a str)>,
+    /// e.g. `x-consul-index`: the index to pass to the next query.
+    pub index_header: &'static str,
+    pub timeout: Duration,
+}
+
+/// One blocking query: `url` plus `&index=I&wait=30s` after the first answer. Returns the
+/// body and the next index; a non-2xx answer is an error with its text.
+pub async fn blocking_get(
+    http: &HttpClient,
+    mut url: String,
+    index: Option<&str>,
+    b: &Blocking<'_>,
+) -> Result<(Bytes, Option<String>), String> {
+    if let Some(i) = index {
+        url.push_str(&format!("&index={i}&wait=30s"));
+    }
+    let headers: Vec<(&str, &str)> = b.token.into_iter().collect();
+    let (status, h, body) = http.get(&url, &headers, b.timeout).await?;
+    if !status.is_success() {
+        return Err(format!(
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    let next = h
+        .get(b.index_header)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned);
+    Ok((body, next))
+}
+
 /// A plain-HTTP client for registries.
 #[derive(Clone)]
 pub struct HttpClient {
